@@ -1,0 +1,138 @@
+"""The contract between the cross-OS layer (``SysMem``) and a platform: Go's ``*OS`` half.
+
+A backend implements only what ``mem_linux.go`` / ``mem_windows.go`` / ``mem_sbrk.go``
+implement: the system calls (or their simulation) and the platform's own error rules.
+Accounting, the ledger, the leak-checker registry, argument checks, views' safety and
+``sys_reserve_aligned``'s trimming live once, in :mod:`sysmem.core`.
+
+Addresses are Python ints; ``None`` stands for Go's nil pointer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from .settings import DebugSettings
+
+__all__ = ["Backend", "OsPages"]
+
+
+@dataclass
+class OsPages:
+    """What the OS (or the simulation) says about each physical page of a range.
+
+    Arrays have one entry per physical page starting at ``start``. This is the evidence
+    the ledger's states are checked against (``SysMem.check_os_agrees``).
+    """
+
+    start: int
+    page_size: int
+    #: the address is part of some mapping/reservation
+    mapped: np.ndarray
+    #: the page can be read and written without faulting
+    accessible: np.ndarray
+    #: the page is backed by physical memory now
+    resident: np.ndarray
+    #: huge pages were advised for the page (Linux ``VmFlags: hg``), so a fault nearby may
+    #: have backed it as part of a huge page
+    huge_advised: np.ndarray
+    #: bytes the OS reports as lazily freeable (``MADV_FREE``d, not yet reclaimed) in the
+    #: mappings overlapping the range (Linux reports it per mapping, not per page)
+    lazyfree_bytes: int = 0
+
+
+class Backend(ABC):
+    """One platform's ``sys*OS`` functions. Subclasses: ``LinuxBackend``, ``SimulatedBackend``."""
+
+    #: short name used in reprs and reports ("linux", "simulated-windows", …)
+    name: str = "abstract"
+    #: Go's ``physPageSize``
+    phys_page_size: int = 4096
+    #: Go's ``physHugePageSize`` (0 when the platform has none)
+    huge_page_size: int = 0
+    #: Go's ``isSbrkPlatform``: reserve_aligned goes through :meth:`reserve_aligned_sbrk`
+    is_sbrk: bool = False
+    #: a reservation can only be released whole (Windows): sys_reserve_aligned cannot trim
+    #: and takes Go's unreserve-and-retry path instead
+    releases_whole_reservations_only: bool = False
+
+    def __init__(self, debug: DebugSettings) -> None:
+        self.debug = debug
+
+    # -- What the platform does with each state (drives view safety) ------------------
+    @property
+    @abstractmethod
+    def prepared_is_accessible(self) -> bool:
+        """Whether Prepared memory can be touched without faulting on this platform now.
+
+        True on Linux (unless ``harddecommit``) and sbrk; False on Windows (decommitted).
+        """
+
+    # -- The *OS functions ----------------------------------------------------------
+    @abstractmethod
+    def alloc(self, n: int, vma_name: str) -> int | None:
+        """``sysAllocOS``: n bytes of fresh zeroed Ready memory anywhere, or None."""
+
+    @abstractmethod
+    def unused(self, v: int, n: int) -> None:
+        """``sysUnusedOS``: tell the OS the pages' contents are no longer needed."""
+
+    @abstractmethod
+    def used(self, v: int, n: int) -> None:
+        """``sysUsedOS``: make the range usable again (commit on Windows; usually nothing)."""
+
+    @abstractmethod
+    def huge_page(self, v: int, n: int) -> None:
+        """``sysHugePageOS``: advise huge pages (rounding inward to huge-page boundaries)."""
+
+    @abstractmethod
+    def no_huge_page(self, v: int, n: int) -> None:
+        """``sysNoHugePageOS``: advise against huge pages."""
+
+    @abstractmethod
+    def huge_page_collapse(self, v: int, n: int) -> None:
+        """``sysHugePageCollapseOS``: best-effort synchronous collapse into huge pages."""
+
+    @abstractmethod
+    def free(self, v: int, n: int) -> None:
+        """``sysFreeOS``: return the range to the OS (unmap / release)."""
+
+    @abstractmethod
+    def fault(self, v: int, n: int) -> None:
+        """``sysFaultOS``: make any access to the range fault."""
+
+    @abstractmethod
+    def reserve(self, v: int | None, n: int, vma_name: str) -> int | None:
+        """``sysReserveOS``: n bytes of inaccessible address space, at hint v if it can."""
+
+    @abstractmethod
+    def map(self, v: int, n: int, vma_name: str) -> None:
+        """``sysMapOS``: make reserved space mappable (Reserved → Prepared).
+
+        Raises :class:`~sysmem.errors.SysOutOfMemoryError` where Go throws
+        "runtime: out of memory" and :class:`~sysmem.errors.RuntimeThrowError` where Go
+        throws "cannot map pages in arena address space".
+        """
+
+    @abstractmethod
+    def need_zero_after_unused(self) -> bool:
+        """``needZeroAfterSysUnusedOS``: may memory released by ``unused`` keep old data?"""
+
+    def reserve_aligned_sbrk(self, size: int, align: int) -> tuple[int | None, int]:
+        """``sysReserveAlignedSbrk`` (sbrk platforms only)."""
+        raise NotImplementedError(f"{self.name} is not an sbrk platform")
+
+    # -- Memory access ------------------------------------------------------------------
+    @abstractmethod
+    def buffer(self, v: int, n: int) -> memoryview:
+        """A writable byte buffer over [v, v+n). Called only for accessible ranges."""
+
+    @abstractmethod
+    def inspect(self, v: int, n: int) -> OsPages:
+        """What the OS reports about [v, v+n): mappings, protection, residency."""
+
+    def close(self) -> None:
+        """Release whatever the backend holds (simulated storage). Idempotent."""

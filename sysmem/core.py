@@ -1,0 +1,582 @@
+"""``SysMem``: the cross-OS half of Go's ``mem.go`` — the thirteen operations and their accounting.
+
+Each ``sys_*`` method is one function of ``mem.go``: it checks its arguments and (with
+the ledger on) that the regions' states allow it, calls the backend's ``*OS`` function,
+and only when that succeeded updates the accounting exactly as Go does:
+
+==========================  ===========================  ==========  ==================
+operation (Go name)         transition                   stat        mapped_ready
+==========================  ===========================  ==========  ==================
+sys_alloc (sysAlloc)        None → Ready                 +n          +n
+sys_free (sysFree)          Ready → None                 −n          −n
+sys_reserve (sysReserve)    None → Reserved
+sys_reserve_aligned         None → Reserved
+sys_unreserve               Reserved → None
+sys_map (sysMap)            Reserved → Prepared          +n
+sys_used (sysUsed)          Prepared|Ready → Ready                   +prepared
+sys_unused (sysUnused)      Ready → Prepared                         −n
+sys_fault (sysFault)        Ready → Reserved                         −n
+sys_huge_page[_collapse],   (hints, no transition)
+sys_no_huge_page
+==========================  ===========================  ==========  ==================
+
+Go updates the counters before the OS call; heaplab updates them after it, so a call
+that raises leaves the accounting as it was. Where Go would throw, heaplab raises (see
+:mod:`sysmem.errors`); where Go returns nil, heaplab returns ``None``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import numpy as np
+
+from .access import AccessMap
+from .backend import Backend, OsPages
+from .errors import (
+    AccountingMismatchError,
+    InaccessibleMemoryError,
+    LedgerDisabledError,
+    MisalignedRangeError,
+    PreparedCountError,
+    RuntimeThrowError,
+)
+from .ledger import Ledger, Run
+from .rootregions import RootRegionRegistry
+from .settings import DebugSettings
+from .states import State
+from .stats import STANDARD_STATS, SysMemStat
+
+__all__ = ["SysMem"]
+
+_READY = (State.READY,)
+_RESERVED = (State.RESERVED,)
+_USABLE = (State.PREPARED, State.READY)
+_OWNED = (State.RESERVED, State.PREPARED, State.READY)
+
+#: Go's sysReserveAligned gives up after this many Windows re-reservation races.
+RESERVE_ALIGNED_RETRIES = 100
+
+
+def _make_backend(backend: str | Backend, debug: DebugSettings, options: dict) -> Backend:
+    if isinstance(backend, Backend):
+        if options:
+            raise TypeError(f"backend options {sorted(options)} given with a backend instance")
+        return backend
+    if backend == "linux":
+        from ._linux import LinuxBackend
+
+        return LinuxBackend(debug, **options)
+    if backend == "simulated":
+        from ._simulated import SimulatedBackend
+
+        return SimulatedBackend(debug, **options)
+    raise ValueError(f"unknown backend {backend!r}: expected 'linux', 'simulated' or a Backend")
+
+
+class SysMem:
+    """Go's OS memory layer over one backend, with its accounting, ledger and views.
+
+    ``SysMem("linux")`` uses real memory through ``mmap``/``madvise``;
+    ``SysMem("simulated", personality="windows")`` a deterministic model (personalities
+    ``linux``, ``windows``, ``sbrk``; other keyword arguments go to the backend).
+    ``ledger=False`` skips per-page state tracking and validation for speed; views stay
+    safe either way. ``godebug`` is a GODEBUG string or :class:`DebugSettings`
+    (default: the ``GODEBUG`` environment variable).
+    """
+
+    def __init__(
+        self,
+        backend: str | Backend = "linux",
+        *,
+        ledger: bool = True,
+        godebug: str | DebugSettings | None = None,
+        **backend_options,
+    ) -> None:
+        if isinstance(godebug, DebugSettings):
+            self.debug = godebug
+        else:
+            defaults = {}
+            if backend_options.get("personality", "linux") != "linux" or (
+                isinstance(backend, Backend) and "linux" not in backend.name
+            ):
+                defaults["madvdontneed"] = 0  # Go's default everywhere but Linux
+            self.debug = DebugSettings.from_godebug(godebug, **defaults)
+        self.backend = _make_backend(backend, self.debug, backend_options)
+        self.page_size = self.backend.phys_page_size
+        self._mask = self.page_size - 1
+        # One lock serialises the bookkeeping and the OS call it belongs to, so threads
+        # working on disjoint regions always leave the accounting exact.
+        self._lock = threading.RLock()
+        self._mapped_ready = 0
+        self.stats: dict[str, SysMemStat] = {
+            name: SysMemStat(name, group) for name, group in STANDARD_STATS.items()
+        }
+        self.root_regions = RootRegionRegistry()
+        self.ledger: Ledger | None = Ledger() if ledger else None
+        self._access = AccessMap()
+        # Accessibility of Prepared memory decides which transitions must respect views;
+        # it depends on harddecommit, so that setting is fixed from here on (as in Go,
+        # which reads GODEBUG once at start-up).
+        self._prepared_accessible = self.backend.prepared_is_accessible
+        self._harddecommit = self.debug.harddecommit
+
+    # -- accounting ---------------------------------------------------------------------
+    @property
+    def mapped_ready(self) -> int:
+        """Bytes in the Ready state (Go's ``gcController.mappedReady``)."""
+        return self._mapped_ready
+
+    def stat(self, name: str, group: str | None = None) -> SysMemStat:
+        """The stat called ``name``, created (in ``group``) on first use."""
+        s = self.stats.get(name)
+        if s is None:
+            s = self.stats[name] = SysMemStat(name, group)
+        return s
+
+    # -- argument checks ------------------------------------------------------------------
+    def _aligned(self, op: str, v: int, n: int) -> None:
+        if n <= 0:
+            raise ValueError(f"{op}: size must be positive, got {n}")
+        if (v | n) & self._mask:
+            raise MisalignedRangeError(
+                f"unaligned {op}: [{v:#x}, +{n:#x}) is not a multiple of the "
+                f"{self.page_size}-byte page size"
+            )
+
+    def _check_settings(self) -> None:
+        if self.debug.harddecommit != self._harddecommit:
+            raise RuntimeThrowError(
+                "GODEBUG harddecommit cannot change while a SysMem is running (Go reads it "
+                f"once at start-up); create a new SysMem with harddecommit={self.debug.harddecommit}"
+            )
+
+    # -- None ⇄ Ready -----------------------------------------------------------------------
+    def sys_alloc(self, n: int, stat: SysMemStat, vma_name: str = "") -> int | None:
+        """None → Ready: ``n`` bytes of zeroed memory where the OS likes (Go's ``sysAlloc``).
+
+        Adds ``n`` to ``stat`` and to ``mapped_ready``. Returns None if the OS has none.
+        """
+        self._aligned("sys_alloc", 0, n)
+        stat.add(0)  # type check: a SysMemStat is required, as in Go
+        with self._lock:
+            p = self.backend.alloc(n, vma_name)
+            if p is None:
+                return None
+            stat.add(n)
+            self._mapped_ready += n
+            self.root_regions.register(p, n)
+            if self.ledger is not None:
+                self.ledger.add_region(p, n, vma_name, State.READY, stat)
+            self._access.add(p, p + n)
+            return p
+
+    def sys_free(self, v: int, n: int, stat: SysMemStat) -> None:
+        """Ready → None for a whole region (Go's ``sysFree``); subtracts ``n`` from ``stat``
+        and ``mapped_ready``."""
+        self._aligned("sys_free", v, n)
+        with self._lock:
+            if self.ledger is not None:
+                region = self.ledger.whole_region(v, n, "sys_free")
+                self.ledger.require_freeable(region, stat, "sys_free")
+            self.root_regions.require(v, n)
+            stat.check_add(-n)
+            if self._mapped_ready < n:
+                raise AccountingMismatchError(
+                    f"sys_free({v:#x}, {n:#x}): mapped_ready is only {self._mapped_ready:#x}"
+                )
+            self._access.check_unpinned(v, v + n, "sys_free")
+            self.backend.free(v, n)
+            self.root_regions.unregister(v, n)
+            stat.add(-n)
+            self._mapped_ready -= n
+            if self.ledger is not None:
+                self.ledger.remove_region(region)
+            self._access.remove(v, v + n)
+
+    # -- None ⇄ Reserved --------------------------------------------------------------------
+    def sys_reserve(self, v: int | None, n: int, vma_name: str = "") -> int | None:
+        """None → Reserved: ``n`` bytes of address space, at hint ``v`` if the OS agrees
+        (Go's ``sysReserve``). Returns the address, or None."""
+        self._aligned("sys_reserve", 0, n)
+        with self._lock:
+            p = self.backend.reserve(v or None, n, vma_name)
+            if p is None:
+                return None
+            self.root_regions.register(p, n)
+            if self.ledger is not None:
+                self.ledger.add_region(p, n, vma_name, State.RESERVED, None)
+            return p
+
+    def sys_reserve_aligned(
+        self, v: int | None, size: int, align: int, vma_name: str = ""
+    ) -> tuple[int | None, int]:
+        """None → Reserved, aligned to ``align`` (Go's ``sysReserveAligned``).
+
+        Returns ``(address, reserved_size)``: ``size + align`` when the over-reservation
+        happened to be aligned (Go keeps it all), else ``size``; ``(None, 0)`` on failure.
+        """
+        self._aligned("sys_reserve_aligned", 0, size)
+        if align <= 0 or align & (align - 1) or align & self._mask:
+            raise MisalignedRangeError(
+                f"sys_reserve_aligned: align {align:#x} must be a power of two and a "
+                f"multiple of the {self.page_size}-byte page size"
+            )
+        with self._lock:
+            if self.backend.is_sbrk:
+                return self._reserve_aligned_sbrk(v, size, align, vma_name)
+            for _ in range(RESERVE_ALIGNED_RETRIES):
+                p = self.sys_reserve(v, size + align, vma_name)
+                if p is None:
+                    return None, 0
+                if p & (align - 1) == 0:
+                    return p, size + align
+                p_aligned = (p + align - 1) & -align
+                if self.backend.releases_whole_reservations_only:
+                    # Windows cannot release part of a reservation: give it all back and
+                    # ask for the aligned part, which another thread may take meanwhile.
+                    self.sys_unreserve(p, size + align)
+                    p2 = self.sys_reserve(p_aligned, size, vma_name)
+                    if p2 == p_aligned:
+                        return p2, size
+                    if p2 is None:
+                        return None, 0
+                    self.sys_unreserve(p2, size)
+                    continue
+                return self._trim_reservation(p, size, align, p_aligned), size
+            raise RuntimeThrowError("failed to allocate aligned heap memory; too many retries")
+
+    def _trim_reservation(self, p: int, size: int, align: int, p_aligned: int) -> int:
+        # Release head and tail straight to the OS: sys_unreserve can't take part of a
+        # region, so the leak-checker registration moves to the kept part instead.
+        end = p_aligned + size
+        tail = p + size + align - end
+        self.root_regions.unregister(p, size + align)
+        self.root_regions.register(p_aligned, size)
+        self.backend.free(p, p_aligned - p)
+        if tail > 0:
+            self.backend.free(end, tail)
+        if self.ledger is not None:
+            region = self.ledger.whole_region(p, size + align, "sys_reserve_aligned")
+            self.ledger.shrink_region(region, p_aligned, size)
+        return p_aligned
+
+    def _reserve_aligned_sbrk(
+        self, v: int | None, size: int, align: int, vma_name: str
+    ) -> tuple[int | None, int]:
+        if v:
+            raise RuntimeThrowError("unexpected heap arena hint on sbrk platform")
+        p, n = self.backend.reserve_aligned_sbrk(size, align)
+        if p is None:
+            return None, 0
+        # Go registers nothing here (no ASAN on sbrk platforms); heaplab does, so the
+        # registry keeps matching the live regions on every personality.
+        self.root_regions.register(p, n)
+        if self.ledger is not None:
+            self.ledger.add_region(p, n, vma_name, State.RESERVED, None)
+        return p, n
+
+    def sys_unreserve(self, v: int, n: int) -> None:
+        """Reserved → None for a whole region (Go's ``sysUnreserve``)."""
+        self._aligned("sys_unreserve", v, n)
+        with self._lock:
+            if self.ledger is not None:
+                region = self.ledger.whole_region(v, n, "sys_unreserve")
+                self.ledger.require(region, v, n, _RESERVED, "sys_unreserve")
+            self.root_regions.require(v, n)
+            self._access.check_unpinned(v, v + n, "sys_unreserve")
+            self.backend.free(v, n)
+            self.root_regions.unregister(v, n)
+            if self.ledger is not None:
+                self.ledger.remove_region(region)
+            self._access.remove(v, v + n)
+
+    # -- Reserved → Prepared ⇄ Ready ------------------------------------------------------
+    def sys_map(self, v: int, n: int, stat: SysMemStat, vma_name: str = "") -> None:
+        """Reserved → Prepared (Go's ``sysMap``); adds ``n`` to ``stat``.
+
+        Raises :class:`~sysmem.errors.SysOutOfMemoryError` where Go throws
+        "runtime: out of memory".
+        """
+        self._aligned("sys_map", v, n)
+        stat.add(0)
+        with self._lock:
+            self._check_settings()
+            if self.ledger is not None:
+                region = self.ledger.region_at(v, n, "sys_map")
+                self.ledger.require(region, v, n, _RESERVED, "sys_map", unattributed=True)
+            stat.check_add(n)
+            self.backend.map(v, n, vma_name)
+            stat.add(n)
+            if self.ledger is not None:
+                self.ledger.set_state_and_stat(region, v, n, State.PREPARED, stat)
+            if self._prepared_accessible:
+                self._access.add(v, v + n)
+
+    def sys_used(self, v: int, n: int, prepared: int) -> None:
+        """Prepared → Ready (Go's ``sysUsed``); ``mapped_ready`` grows by ``prepared``.
+
+        ``[v, v+n)`` may mix Prepared and Ready pages; ``prepared`` must be the exact
+        number of Prepared bytes in it (the ledger checks; Go trusts the caller).
+        """
+        self._aligned("sys_used", v, n)
+        if prepared < 0 or prepared > n or prepared & self._mask:
+            raise PreparedCountError(
+                f"sys_used({v:#x}, {n:#x}, prepared={prepared:#x}): prepared must be a "
+                "page multiple between 0 and n"
+            )
+        with self._lock:
+            self._check_settings()
+            if self.ledger is not None:
+                region = self.ledger.region_at(v, n, "sys_used")
+                actual = self.ledger.require(region, v, n, _USABLE, "sys_used")
+                if actual != prepared:
+                    raise PreparedCountError(
+                        f"sys_used({v:#x}, {n:#x}, prepared={prepared:#x}): the range holds "
+                        f"{actual:#x} Prepared bytes; mapped_ready would drift by "
+                        f"{prepared - actual:+#x}"
+                    )
+            self.backend.used(v, n)
+            self._mapped_ready += prepared
+            if self.ledger is not None and prepared:
+                self.ledger.set_state(region, v, n, State.READY)
+            if not self._prepared_accessible:
+                self._access.add(v, v + n)
+
+    def sys_unused(self, v: int, n: int) -> None:
+        """Ready → Prepared (Go's ``sysUnused``): the OS may take the pages back;
+        ``mapped_ready`` falls by ``n``. Unaligned ranges raise, as Go throws."""
+        if (v | n) & self._mask:
+            raise MisalignedRangeError(
+                f"unaligned sysUnused: [{v:#x}, +{n:#x}) is not a multiple of the "
+                f"{self.page_size}-byte page size"
+            )
+        if n <= 0:
+            raise ValueError(f"sys_unused: size must be positive, got {n}")
+        with self._lock:
+            self._check_settings()
+            if self.ledger is not None:
+                region = self.ledger.region_at(v, n, "sys_unused")
+                self.ledger.require(region, v, n, _READY, "sys_unused")
+            elif self._mapped_ready < n:
+                raise AccountingMismatchError(
+                    f"sys_unused({v:#x}, {n:#x}): mapped_ready is only {self._mapped_ready:#x}"
+                )
+            if not self._prepared_accessible:
+                self._access.check_unpinned(v, v + n, "sys_unused")
+            self.backend.unused(v, n)
+            self._mapped_ready -= n
+            if self.ledger is not None:
+                self.ledger.set_state(region, v, n, State.PREPARED)
+            if not self._prepared_accessible:
+                self._access.remove(v, v + n)
+
+    def sys_fault(self, v: int, n: int) -> None:
+        """Ready → Reserved: any later access faults (Go's ``sysFault``, for debugging).
+
+        ``mapped_ready`` falls by ``n``. Like Go, no SysMemStat changes: the pages stop
+        being attributed to the stat they were mapped with, and the caller takes them out
+        of it (as Go's ``arena.go`` takes them out of ``heapInUse``).
+        """
+        self._aligned("sys_fault", v, n)
+        with self._lock:
+            if self.ledger is not None:
+                region = self.ledger.region_at(v, n, "sys_fault")
+                self.ledger.require(region, v, n, _READY, "sys_fault")
+            elif self._mapped_ready < n:
+                raise AccountingMismatchError(
+                    f"sys_fault({v:#x}, {n:#x}): mapped_ready is only {self._mapped_ready:#x}"
+                )
+            self._access.check_unpinned(v, v + n, "sys_fault")
+            self.backend.fault(v, n)
+            self._mapped_ready -= n
+            if self.ledger is not None:
+                self.ledger.set_state_and_stat(region, v, n, State.RESERVED, None)
+            self._access.remove(v, v + n)
+
+    # -- hints ------------------------------------------------------------------------------
+    def _owned(self, op: str, v: int, n: int) -> None:
+        if n < 0:
+            raise ValueError(f"{op}: size must not be negative, got {n}")
+        if self.ledger is not None and n:
+            region = self.ledger.region_at(v, n, op)
+            self.ledger.require(region, v, n, _OWNED, op)
+
+    def sys_huge_page(self, v: int, n: int) -> None:
+        """Advise huge pages for the huge-page-aligned middle of the range (Go's ``sysHugePage``)."""
+        with self._lock:
+            self._owned("sys_huge_page", v, n)
+            self.backend.huge_page(v, n)
+
+    def sys_no_huge_page(self, v: int, n: int) -> None:
+        """Advise against huge pages (Go's ``sysNoHugePage``); ``v`` must be page aligned."""
+        if v & self._mask:
+            raise MisalignedRangeError(f"unaligned sysNoHugePageOS: {v:#x}")
+        with self._lock:
+            self._owned("sys_no_huge_page", v, n)
+            self.backend.no_huge_page(v, n)
+
+    def sys_huge_page_collapse(self, v: int, n: int) -> None:
+        """Try to back the range with huge pages now, best effort (Go's ``sysHugePageCollapse``)."""
+        if v & self._mask:
+            raise MisalignedRangeError(f"unaligned sysHugePageCollapseOS: {v:#x}")
+        with self._lock:
+            self._owned("sys_huge_page_collapse", v, n)
+            self.backend.huge_page_collapse(v, n)
+
+    def need_zero_after_sys_unused(self) -> bool:
+        """Whether memory that went through ``sys_unused`` may hold old data when reused
+        (Go's ``needZeroAfterSysUnused``): False on Linux with ``madvdontneed=1``."""
+        return self.backend.need_zero_after_unused()
+
+    # -- views ------------------------------------------------------------------------------
+    def view(self, addr: int, nbytes: int, dtype: np.typing.DTypeLike = np.uint8) -> np.ndarray:
+        """A numpy array over ``nbytes`` of Ready memory at ``addr``.
+
+        Raises :class:`~sysmem.errors.InaccessibleMemoryError` unless every byte is Ready
+        (with the ledger off: accessible). While the array, or anything made from it, is
+        alive, ``sys_free``/``sys_fault``/``sys_unreserve`` (and decommitting
+        ``sys_unused`` on Windows or with ``harddecommit``) of that memory raise
+        :class:`~sysmem.errors.LiveViewError`.
+        """
+        dt = np.dtype(dtype)
+        if nbytes <= 0 or nbytes % dt.itemsize:
+            raise ValueError(f"view: nbytes={nbytes} must be a positive multiple of {dt} size")
+        with self._lock:
+            if self.ledger is not None:
+                try:
+                    region = self.ledger.region_at(addr, nbytes, "view")
+                    self.ledger.require(region, addr, nbytes, _READY, "view")
+                except (ValueError) as e:
+                    raise InaccessibleMemoryError(str(e)) from None
+            if not self._access.covers(addr, addr + nbytes):
+                raise InaccessibleMemoryError(
+                    f"view({addr:#x}, {nbytes:#x}): the range is not accessible memory"
+                )
+            base = np.frombuffer(self.backend.buffer(addr, nbytes), dtype=np.uint8)
+            self._access.pin(addr, addr + nbytes, base)
+        return base if dt == np.uint8 else base.view(dt)
+
+    def live_views(self, v: int, n: int) -> list[tuple[int, int]]:
+        """(start, end) of the live views overlapping [v, v+n)."""
+        with self._lock:
+            return self._access.live_views(v, v + n)
+
+    # -- inspection and checks ----------------------------------------------------------
+    def _need_ledger(self, what: str) -> Ledger:
+        if self.ledger is None:
+            raise LedgerDisabledError(f"{what} needs the ledger; create SysMem(..., ledger=True)")
+        return self.ledger
+
+    def runs(self) -> list[Run]:
+        """Every region's pages as runs of (state, stat), in address order (needs the ledger)."""
+        with self._lock:
+            return self._need_ledger("runs()").runs()
+
+    def state_bytes(self) -> dict[State, int]:
+        """Bytes in each state over all regions (needs the ledger)."""
+        out = {s: 0 for s in (State.RESERVED, State.PREPARED, State.READY)}
+        for run in self.runs():
+            out[run.state] += run.size
+        return out
+
+    def os_pages(self, v: int, n: int) -> OsPages:
+        """What the OS (kernel or simulation) reports about each page of [v, v+n)."""
+        return self.backend.inspect(v, n)
+
+    def accounting_problems(self) -> list[str]:
+        """Every way the accounting disagrees with the ledger (empty when exact)."""
+        ledger = self._need_ledger("accounting_problems()")
+        with self._lock:
+            problems = []
+            ready = ledger.bytes_in(State.READY)
+            if ready != self._mapped_ready:
+                problems.append(f"mapped_ready is {self._mapped_ready:#x}, Ready bytes are {ready:#x}")
+            attributed = ledger.attributed()
+            groups: dict[str, int] = {}
+            for s in {id(s): s for s in [*self.stats.values(), *ledger.known_stats()]}.values():
+                groups[s.group] = groups.get(s.group, 0) + s.load()
+            for g in sorted(set(groups) | set(attributed)):
+                if groups.get(g, 0) != attributed.get(g, 0):
+                    problems.append(
+                        f"stat group {g!r} counts {groups.get(g, 0):#x} bytes, the ledger "
+                        f"attributes {attributed.get(g, 0):#x} to it"
+                    )
+            live = [(r.base, r.size) for r in ledger.regions()]
+            if live != self.root_regions.regions():
+                problems.append(
+                    f"root regions {self.root_regions.regions()} differ from live regions {live}"
+                )
+            return problems
+
+    def os_problems(self, regions: Iterable | None = None) -> list[str]:
+        """Every page whose OS-reported protection or residency contradicts its state."""
+        ledger = self._need_ledger("os_problems()")
+        with self._lock:
+            problems: list[str] = []
+            lazy_ok = self.backend.need_zero_after_unused()
+            for r in ledger.regions() if regions is None else regions:
+                pages = self.backend.inspect(r.base, r.size)
+                problems += _disagreements(
+                    ledger.runs(r), pages, self._prepared_accessible, lazy_ok,
+                    reserved_accessible=self.backend.is_sbrk,
+                )
+            return problems
+
+    def check(self, os: bool = True) -> None:
+        """Raise AccountingMismatchError unless accounting = states (and, with ``os``,
+        states = what the OS reports)."""
+        problems = self.accounting_problems() + (self.os_problems() if os else [])
+        if problems:
+            raise AccountingMismatchError("; ".join(problems[:20]))
+
+    def close(self) -> None:
+        """Release the backend's own resources (simulated storage); regions stay as they are."""
+        self.backend.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"SysMem({self.backend.name}, mapped_ready={self._mapped_ready:#x}, "
+            f"regions={len(self.root_regions)}, ledger={'on' if self.ledger else 'off'})"
+        )
+
+
+def _disagreements(runs: list[Run], pages: OsPages, prepared_accessible: bool,
+                   lazy_ok: bool, reserved_accessible: bool) -> list[str]:
+    """Compare the ledger's runs of one region with the OS's per-page report.
+
+    ``lazy_ok``: released pages may stay resident (MADV_FREE, or an OS that does not
+    release at all). ``reserved_accessible``: sbrk platforms cannot protect memory.
+    """
+    out = []
+    ps = pages.page_size
+    for run in runs:
+        i, j = (run.start - pages.start) // ps, (run.end - pages.start) // ps
+        mapped = pages.mapped[i:j]
+        acc = pages.accessible[i:j]
+        res = pages.resident[i:j]
+        huge = pages.huge_advised[i:j]
+        where = f"[{run.start:#x}, {run.end:#x}) {run.state.name}"
+        if not mapped.all():
+            out.append(f"{where}: the OS has no mapping for {int((~mapped).sum())} page(s)")
+            continue
+        if run.state is State.READY:
+            if not acc.all():
+                out.append(f"{where}: {int((~acc).sum())} page(s) are not accessible")
+        elif run.state is State.PREPARED:
+            if prepared_accessible and not acc.all():
+                out.append(f"{where}: {int((~acc).sum())} page(s) are not accessible")
+            if not prepared_accessible and acc.any():
+                out.append(f"{where}: {int(acc.sum())} page(s) are still accessible")
+            # Released pages are gone from RSS unless MADV_FREE left them lazily
+            # freeable, or a huge page around a Ready neighbour backs them.
+            stray = res & ~huge
+            if not lazy_ok and stray.any():
+                out.append(f"{where}: {int(stray.sum())} page(s) are still resident")
+        else:  # Reserved
+            if acc.any() and not reserved_accessible:
+                out.append(f"{where}: {int(acc.sum())} page(s) are accessible")
+            if res.any():
+                out.append(f"{where}: {int(res.sum())} page(s) are resident")
+    return out

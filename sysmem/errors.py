@@ -1,0 +1,132 @@
+"""Every exception heaplab raises, in one place.
+
+The tree (each class also subclasses the built-in it refines, so callers can catch
+the familiar built-in without knowing heaplab)::
+
+    HeaplabError
+     ├── SysMemError                       problems in the OS memory layer (sysmem)
+     │    ├── IllegalTransitionError        (ValueError) the regions' states forbid the call
+     │    │    ├── NotReservedError          the range is not (wholly) owned memory
+     │    │    └── PartialRegionError        free/unreserve of less than a whole region
+     │    ├── MisalignedRangeError          (ValueError) address or size not page aligned
+     │    ├── PreparedCountError            (ValueError) sys_used's `prepared` is not the
+     │    │                                  exact number of Prepared bytes
+     │    ├── StatOverflowError             (OverflowError) a SysMemStat would wrap,
+     │    │                                  Go's "sysMemStat overflow"
+     │    ├── RootRegionError               (ValueError) leak-checker registration that
+     │    │                                  does not exactly match a registered region
+     │    ├── InaccessibleMemoryError       (ValueError) a view of memory that is not Ready
+     │    ├── LiveViewError                 (BufferError) unmapping/protecting memory that
+     │    │                                  a live view still exposes (as mmap.close does)
+     │    ├── LedgerDisabledError           (RuntimeError) a check that needs the ledger
+     │    ├── AccountingMismatchError       (AssertionError) accounting ≠ states, or
+     │    │                                  states ≠ what the kernel reports
+     │    ├── RuntimeThrowError             (RuntimeError) where Go's runtime would throw
+     │    │                                  for a reason other than the ones above
+     │    ├── SysOutOfMemoryError           (MemoryError) the OS (or the simulation) has
+     │    │                                  no memory or address space left
+     │    └── SysCallError                  (OSError) a system call failed; has errno
+     └── (heap errors join here when the heap lands)
+
+Messages say what Go would have said where Go throws, followed by what heaplab saw.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+__all__ = [
+    "HeaplabError",
+    "SysMemError",
+    "IllegalTransitionError",
+    "NotReservedError",
+    "PartialRegionError",
+    "MisalignedRangeError",
+    "PreparedCountError",
+    "StatOverflowError",
+    "RootRegionError",
+    "InaccessibleMemoryError",
+    "LiveViewError",
+    "LedgerDisabledError",
+    "AccountingMismatchError",
+    "RuntimeThrowError",
+    "SysOutOfMemoryError",
+    "SysCallError",
+]
+
+
+class HeaplabError(Exception):
+    """Root of every exception heaplab raises on purpose."""
+
+
+class SysMemError(HeaplabError):
+    """A problem in the OS memory layer (``sysmem``)."""
+
+
+class IllegalTransitionError(SysMemError, ValueError):
+    """The call asks for a state transition the regions' current states forbid."""
+
+
+class NotReservedError(IllegalTransitionError):
+    """The range is not wholly inside memory this SysMem reserved or allocated."""
+
+
+class PartialRegionError(IllegalTransitionError):
+    """``sys_free``/``sys_unreserve`` named part of a region, not the whole of one."""
+
+
+class MisalignedRangeError(SysMemError, ValueError):
+    """An address or a size is not a multiple of the page size (Go: "unaligned sysUnused")."""
+
+
+class PreparedCountError(SysMemError, ValueError):
+    """``sys_used(v, n, prepared)`` where ``prepared`` is not the exact Prepared byte count."""
+
+
+class StatOverflowError(SysMemError, OverflowError):
+    """A ``SysMemStat`` would go below zero or past 2**64-1 (Go: "sysMemStat overflow")."""
+
+
+class RootRegionError(SysMemError, ValueError):
+    """Leak-checker root-region (un)registration that breaks the exact-match rule."""
+
+
+class InaccessibleMemoryError(SysMemError, ValueError):
+    """A view or access of memory that is not Ready (touching it could fault)."""
+
+
+class LiveViewError(SysMemError, BufferError):
+    """A transition would unmap or protect memory that a live view still exposes."""
+
+
+class LedgerDisabledError(SysMemError, RuntimeError):
+    """An operation needs the state ledger, but this SysMem was created with ``ledger=False``."""
+
+
+class AccountingMismatchError(SysMemError, AssertionError):
+    """Accounting disagrees with the ledger's states, or the states with the kernel."""
+
+
+class RuntimeThrowError(SysMemError, RuntimeError):
+    """A condition on which Go's runtime throws (a fatal error) not covered by a subclass."""
+
+
+class SysOutOfMemoryError(SysMemError, MemoryError):
+    """The OS (or the simulated machine) refused memory or address space."""
+
+
+class SysCallError(SysMemError, OSError):
+    """A system call failed. ``errno`` and ``strerror`` are set as for ``OSError``."""
+
+    def __init__(self, call: str, err: int, detail: str = "") -> None:
+        msg = f"{call} failed: {os.strerror(err)}"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(err, msg)
+        self.call = call
+
+    @property
+    def errno_name(self) -> str:
+        """The symbolic errno (``"ENOMEM"``, …)."""
+        return _errno.errorcode.get(self.errno or 0, str(self.errno))

@@ -1,0 +1,53 @@
+"""Go's GODEBUG knobs that change how the OS memory layer behaves.
+
+Mirrors the ``dbgvars`` entries ``madvdontneed``, ``harddecommit``, ``disablethp`` and
+``decoratemappings`` of Go's ``runtime1.go``. Values are read from the ``GODEBUG``
+environment variable (``"madvdontneed=0,harddecommit=1"``) and can be set from code::
+
+    sm.debug.madvdontneed = 0
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+__all__ = ["DebugSettings"]
+
+
+@dataclass
+class DebugSettings:
+    """The memory-layer GODEBUG settings (Go's ``debug.madvdontneed`` and friends).
+
+    ``madvdontneed`` defaults to 1, Go's Linux default (``MADV_DONTNEED`` for
+    ``sys_unused``); 0 selects ``MADV_FREE``. ``harddecommit=1`` also drops the
+    permissions of released memory. ``disablethp=1`` advises ``MADV_NOHUGEPAGE`` on every
+    ``sys_map``. ``decoratemappings=0`` stops naming mappings.
+    """
+
+    madvdontneed: int = 1
+    harddecommit: int = 0
+    disablethp: int = 0
+    decoratemappings: int = 1
+
+    @classmethod
+    def from_godebug(cls, godebug: str | None = None, **defaults: int) -> "DebugSettings":
+        """Settings from a GODEBUG string (default: the ``GODEBUG`` environment variable).
+
+        As in Go, unknown keys and malformed values are ignored and later entries win;
+        ``defaults`` override the built-in defaults before GODEBUG is applied (a backend
+        whose OS defaults ``madvdontneed`` to 0 passes ``madvdontneed=0``).
+        """
+        settings = cls(**defaults)
+        if godebug is None:
+            godebug = os.environ.get("GODEBUG", "")
+        known = {f.name for f in fields(cls)}
+        for item in godebug.split(","):
+            key, sep, value = item.strip().partition("=")
+            if not sep or key not in known:
+                continue
+            try:
+                setattr(settings, key, int(value))
+            except ValueError:
+                continue  # Go's parseRuntimeDebugVars ignores a value that is not a number
+        return settings
