@@ -41,6 +41,17 @@ _VMA_NAME_BUFFER = 80
 _MAX_HUGE_PAGE = 4 << 20
 
 
+_DONE = -1  # sys_unused's advice was taken
+
+
+def _downgrade_advice(advice: int) -> int:
+    """Remember, for the whole process, that the kernel refused the previous advice."""
+    global _advise_unused
+    with _advise_lock:
+        _advise_unused = advice
+    return advice
+
+
 def huge_page_size_from_sysfs() -> int:
     """Go's ``getHugePageSize``: the THP size, or 0 if unknown or above 4 MiB."""
     try:
@@ -78,21 +89,29 @@ class LinuxBackend(Backend):
         if not sys.platform.startswith("linux"):
             raise OSError(f"the linux backend needs Linux, not {sys.platform}")
         super().__init__(debug)
-        self._sys = libc if syscalls is None else syscalls
+        self._sys = sys_ = libc if syscalls is None else syscalls
+        # Bound once: attribute lookups show on the per-call cost of the hot paths.
+        self._mmap, self._madvise = sys_.mmap, sys_.madvise
         self.phys_page_size = int(libc.sysconf(L.SC_PAGESIZE))
+        self._page_mask = self.phys_page_size - 1
         self.huge_page_size = huge_page_size_from_sysfs()
         self._name_buf = ffi.new("char[]", _VMA_NAME_BUFFER)
 
     @property
-    def prepared_is_accessible(self) -> bool:
-        """Prepared memory keeps its read/write mapping unless ``harddecommit`` is set."""
+    def mapped_is_accessible(self) -> bool:
+        """``sysMapOS`` maps read/write."""
+        return True
+
+    @property
+    def released_is_accessible(self) -> bool:
+        """``madvise`` keeps the mapping; ``harddecommit`` remaps it PROT_NONE."""
         return not self.debug.harddecommit
 
     # -- helpers ------------------------------------------------------------------------
     def _set_vma_name(self, v: int, n: int, name: str) -> None:
         """Go's ``setVMAName``: name the mapping " Go: <name>" where the kernel allows."""
         global _vma_names_unsupported
-        if _vma_names_unsupported or not self.debug.decoratemappings or not name:
+        if _vma_names_unsupported or not name or not self.debug.decoratemappings:
             return
         raw = VMA_NAME_PREFIX + name.encode("utf-8", "replace")
         raw = raw[: _VMA_NAME_BUFFER - 1]
@@ -101,10 +120,6 @@ class LinuxBackend(Backend):
         if self._sys.prctl(L.PR_SET_VMA, L.PR_SET_VMA_ANON_NAME, v, n, addr) != 0:
             if ffi.errno == L.EINVAL:
                 _vma_names_unsupported = True  # kernel built without CONFIG_ANON_VMA_NAME
-
-    def _mmap_fixed(self, v: int, n: int, prot: int) -> tuple[int, int]:
-        p = self._sys.mmap(v, n, prot, _ANON_FIXED, -1, 0)
-        return p, (ffi.errno if p == L.MAP_FAILED else 0)
 
     # -- the *OS functions -----------------------------------------------------------
     def alloc(self, n: int, vma_name: str) -> int | None:
@@ -125,49 +140,43 @@ class LinuxBackend(Backend):
 
     def unused(self, v: int, n: int) -> None:
         """``sysUnusedOS``: MADV_DONTNEED (Go's default) or MADV_FREE, with Go's fallbacks."""
-        global _advise_unused
-        if v & (self.phys_page_size - 1) or n & (self.phys_page_size - 1):
+        if (v | n) & self._page_mask:
             # madvise would round outward and release memory the caller still uses.
             raise MisalignedRangeError(f"unaligned sysUnused: [{v:#x}, +{n:#x})")
         advise = _advise_unused
         if self.debug.madvdontneed and advise != _MADVISE_UNSUPPORTED:
             advise = L.MADV_DONTNEED
-        madvise = self._sys.madvise
         if advise == L.MADV_FREE:
-            if madvise(v, n, L.MADV_FREE) == 0:
-                advise = -1
+            if self._madvise(v, n, L.MADV_FREE) == 0:
+                advise = _DONE
             else:
-                with _advise_lock:
-                    _advise_unused = L.MADV_DONTNEED
-                advise = L.MADV_DONTNEED
+                advise = _downgrade_advice(L.MADV_DONTNEED)
         if advise == L.MADV_DONTNEED:
-            if madvise(v, n, L.MADV_DONTNEED) == 0:
-                advise = -1
+            if self._madvise(v, n, L.MADV_DONTNEED) == 0:
+                advise = _DONE
             else:
-                with _advise_lock:
-                    _advise_unused = _MADVISE_UNSUPPORTED
-                advise = _MADVISE_UNSUPPORTED
+                advise = _downgrade_advice(_MADVISE_UNSUPPORTED)
         if advise == _MADVISE_UNSUPPORTED:
             # No madvise: a fresh fixed mapping over the range drops the old pages.
-            p, err = self._mmap_fixed(v, n, _RW)
-            if not err:
-                self._set_vma_name(p, n, "unused")
+            if self._mmap(v, n, _RW, _ANON_FIXED, -1, 0) != L.MAP_FAILED:
+                self._set_vma_name(v, n, "unused")
         if self.debug.harddecommit > 0:
-            p, err = self._mmap_fixed(v, n, L.PROT_NONE)
-            if err or p != v:
+            p = self._mmap(v, n, L.PROT_NONE, _ANON_FIXED, -1, 0)
+            if p != v:
                 raise RuntimeThrowError(
                     f"runtime: cannot disable permissions in address space "
-                    f"(mmap({v:#x}, {n:#x}) returned {p:#x}, errno {err})"
+                    f"(mmap({v:#x}, {n:#x}) returned {p:#x}, errno {ffi.errno})"
                 )
             self._set_vma_name(p, n, "unused")
 
     def used(self, v: int, n: int) -> None:
         """``sysUsedOS``: nothing, unless ``harddecommit`` took the permissions away."""
         if self.debug.harddecommit > 0:
-            p, err = self._mmap_fixed(v, n, _RW)
-            if err == L.ENOMEM:
-                raise SysOutOfMemoryError(f"runtime: out of memory: mmap({v:#x}, {n:#x})")
-            if err or p != v:
+            p = self._mmap(v, n, _RW, _ANON_FIXED, -1, 0)
+            if p != v:
+                err = ffi.errno if p == L.MAP_FAILED else 0
+                if err == L.ENOMEM:
+                    raise SysOutOfMemoryError(f"runtime: out of memory: mmap({v:#x}, {n:#x})")
                 raise RuntimeThrowError(
                     f"runtime: cannot remap pages in address space "
                     f"(mmap({v:#x}, {n:#x}) returned {p:#x}, errno {err})"
@@ -215,15 +224,17 @@ class LinuxBackend(Backend):
 
     def map(self, v: int, n: int, vma_name: str) -> None:
         """``sysMapOS``: mmap(v, n, RW, FIXED), then MADV_NOHUGEPAGE if ``disablethp``."""
-        p, err = self._mmap_fixed(v, n, _RW)
-        if err == L.ENOMEM:
-            raise SysOutOfMemoryError(f"runtime: out of memory: mmap({v:#x}, {n:#x}) failed")
-        if err or p != v:
+        p = self._mmap(v, n, _RW, _ANON_FIXED, -1, 0)
+        if p != v:
+            err = ffi.errno if p == L.MAP_FAILED else 0
+            if err == L.ENOMEM:
+                raise SysOutOfMemoryError(f"runtime: out of memory: mmap({v:#x}, {n:#x}) failed")
             raise RuntimeThrowError(
                 f"runtime: cannot map pages in arena address space "
                 f"(mmap({v:#x}, {n:#x}) returned {p:#x}, errno {err})"
             )
-        self._set_vma_name(p, n, vma_name)
+        if vma_name:
+            self._set_vma_name(p, n, vma_name)
         if self.debug.disablethp:
             self.no_huge_page(v, n)
 
@@ -249,7 +260,7 @@ class LinuxBackend(Backend):
             j = (min(vma.end, v + n) - v + ps - 1) // ps
             mapped[i:j] = True
             accessible[i:j] = vma.accessible
-            huge[i:j] = "hg" in vma.vmflags
+            huge[i:j] = "hg" in vma.vmflags or vma.anon_huge > 0
             lazy += vma.lazyfree
         return OsPages(v, ps, mapped, accessible, mincore(v, n, ps), huge, lazy)
 

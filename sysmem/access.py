@@ -12,75 +12,66 @@ from __future__ import annotations
 
 import gc
 import weakref
-from bisect import bisect_left, bisect_right
+
+import numpy as np
 
 from .errors import InaccessibleMemoryError, LiveViewError
+from .intervals import IntervalMap
 
 __all__ = ["AccessMap"]
 
 
 class AccessMap:
-    """Disjoint accessible intervals plus the live views pinned inside them."""
+    """Accessible address ranges plus the live views pinned inside them."""
 
     def __init__(self) -> None:
-        self._starts: list[int] = []
-        self._ends: list[int] = []
-        # (start, end, weak reference to the base array) of every view handed out
-        self._pins: list[tuple[int, int, weakref.ref]] = []
+        self._accessible = IntervalMap(False)
+        # weak reference to each view's owner → the range it exposes. A reference's
+        # callback drops its entry when the owner dies, so only live views are kept.
+        self._pins: dict[weakref.ref, tuple[int, int]] = {}
 
     # -- intervals ------------------------------------------------------------------------
     def covers(self, a: int, b: int) -> bool:
         """Whether all of [a, b) is accessible."""
-        i = bisect_right(self._starts, a) - 1
-        return i >= 0 and self._ends[i] >= b
+        _s, e, ok = self._accessible.run_at(a)
+        return ok and e >= b
 
     def add(self, a: int, b: int) -> None:
-        """Mark [a, b) accessible (merging with touching intervals)."""
-        starts, ends = self._starts, self._ends
-        i = bisect_left(ends, a)  # first interval that ends at or after a
-        j = bisect_right(starts, b)  # intervals before j start at or before b
-        if i < j:
-            a = min(a, starts[i])
-            b = max(b, ends[j - 1])
-        starts[i:j] = [a]
-        ends[i:j] = [b]
+        """Mark [a, b) accessible."""
+        self._accessible.assign(a, b, True)
 
     def remove(self, a: int, b: int) -> None:
         """Mark [a, b) inaccessible. Call :meth:`check_unpinned` first."""
-        starts, ends = self._starts, self._ends
-        i = bisect_right(ends, a)  # first interval ending after a
-        j = bisect_left(starts, b)  # intervals before j start before b
-        if i >= j:
-            return
-        keep_s, keep_e = [], []
-        if starts[i] < a:
-            keep_s.append(starts[i])
-            keep_e.append(a)
-        if ends[j - 1] > b:
-            keep_s.append(b)
-            keep_e.append(ends[j - 1])
-        starts[i:j] = keep_s
-        ends[i:j] = keep_e
+        self._accessible.assign(a, b, False)
+
+    def accessible_pages(self, a: int, b: int, page_size: int) -> np.ndarray:
+        """Per page of [a, b): is it accessible?"""
+        out = np.zeros((b - a) // page_size, dtype=bool)
+        for s, e, ok in self._accessible.runs(a, b):
+            if ok:
+                out[(s - a) // page_size : (e - a) // page_size] = True
+        return out
 
     def intervals(self) -> list[tuple[int, int]]:
         """The accessible intervals, in address order."""
-        return list(zip(self._starts, self._ends))
+        m = self._accessible
+        return [
+            (s, m.starts[i + 1]) for i, (s, ok) in enumerate(zip(m.starts, m.vals)) if ok
+        ]
 
     # -- views ------------------------------------------------------------------------------
-    def pin(self, a: int, b: int, base) -> None:
-        """Record that ``base`` (a numpy array) exposes [a, b)."""
+    def pin(self, a: int, b: int, owner: object) -> None:
+        """Record that [a, b) stays exposed while ``owner`` (weakly referenced) lives."""
         if not self.covers(a, b):
             raise InaccessibleMemoryError(f"[{a:#x}, {b:#x}) is not accessible memory")
-        if len(self._pins) > 64 and len(self._pins) & (len(self._pins) - 1) == 0:
-            self._prune()  # at powers of two, so pruning stays amortised O(1) per view
-        self._pins.append((a, b, weakref.ref(base)))
-
-    def _prune(self) -> None:
-        self._pins = [p for p in self._pins if p[2]() is not None]
+        pins = self._pins
+        self._pins[weakref.ref(owner, lambda ref: pins.pop(ref, None))] = (a, b)
 
     def live_views(self, a: int, b: int) -> list[tuple[int, int]]:
         """Ranges of live views that overlap [a, b)."""
-        return [(s, e) for s, e, ref in self._pins if s < b and a < e and ref() is not None]
+        # A copy: a view dying meanwhile removes its entry from the dict.
+        return [(s, e) for ref, (s, e) in list(self._pins.items())
+                if s < b and a < e and ref() is not None]
 
     def check_unpinned(self, a: int, b: int, op: str) -> None:
         """Raise LiveViewError if a live view overlaps [a, b)."""

@@ -36,8 +36,9 @@ class OsPages:
     accessible: np.ndarray
     #: the page is backed by physical memory now
     resident: np.ndarray
-    #: huge pages were advised for the page (Linux ``VmFlags: hg``), so a fault nearby may
-    #: have backed it as part of a huge page
+    #: the page's mapping has huge pages advised (Linux ``VmFlags: hg``) or already holds
+    #: some (``AnonHugePages``, e.g. after a collapse), so a neighbour's fault may have
+    #: backed this page as part of a huge page
     huge_advised: np.ndarray
     #: bytes the OS reports as lazily freeable (``MADV_FREE``d, not yet reclaimed) in the
     #: mappings overlapping the range (Linux reports it per mapping, not per page)
@@ -65,10 +66,20 @@ class Backend(ABC):
     # -- What the platform does with each state (drives view safety) ------------------
     @property
     @abstractmethod
-    def prepared_is_accessible(self) -> bool:
-        """Whether Prepared memory can be touched without faulting on this platform now.
+    def mapped_is_accessible(self) -> bool:
+        """Whether memory fresh from :meth:`map` (Prepared) can be touched without faulting.
 
-        True on Linux (unless ``harddecommit``) and sbrk; False on Windows (decommitted).
+        True on Linux (``sysMapOS`` maps read/write, even with ``harddecommit``) and sbrk;
+        False on Windows (reserved, not committed).
+        """
+
+    @property
+    @abstractmethod
+    def released_is_accessible(self) -> bool:
+        """Whether memory released by :meth:`unused` (Prepared) can still be touched.
+
+        True on Linux (``madvise`` keeps the mapping) unless ``harddecommit``, and on
+        sbrk; False on Windows (decommitted).
         """
 
     # -- The *OS functions ----------------------------------------------------------

@@ -36,6 +36,7 @@ from .access import AccessMap
 from .backend import Backend, OsPages
 from .errors import (
     AccountingMismatchError,
+    IllegalTransitionError,
     InaccessibleMemoryError,
     LedgerDisabledError,
     MisalignedRangeError,
@@ -50,13 +51,38 @@ from .stats import STANDARD_STATS, SysMemStat
 
 __all__ = ["SysMem"]
 
-_READY = (State.READY,)
-_RESERVED = (State.RESERVED,)
-_USABLE = (State.PREPARED, State.READY)
-_OWNED = (State.RESERVED, State.PREPARED, State.READY)
+# Bit masks of allowed states (bit 1 << state) for Ledger.require.
+_READY = 1 << State.READY
+_RESERVED = 1 << State.RESERVED
+_USABLE = 1 << State.PREPARED | 1 << State.READY
+_OWNED = 1 << State.RESERVED | 1 << State.PREPARED | 1 << State.READY
+# Plain ints for the hot paths (IntEnum arithmetic is slow).
+_RESERVED_INT = int(State.RESERVED)
+_PREPARED_INT = int(State.PREPARED)
+_READY_INT = int(State.READY)
 
 #: Go's sysReserveAligned gives up after this many Windows re-reservation races.
 RESERVE_ALIGNED_RETRIES = 100
+
+
+class _Exposed:
+    """The owner of the memory a view exposes: every array made from a view, and the
+    view's ``.base``, keep it alive, and SysMem pins the memory while it lives."""
+
+    __slots__ = ("__array_interface__", "_buffer", "__weakref__")
+
+    def __init__(self, buffer, nbytes: int) -> None:
+        self._buffer = buffer  # keeps a simulated backend's storage alive
+        addr = np.frombuffer(buffer, dtype=np.uint8).__array_interface__["data"][0]
+        self.__array_interface__ = {
+            "shape": (nbytes,), "typestr": "|u1", "data": (addr, False), "version": 3,
+        }
+
+
+def _require_stat(op: str, stat: object) -> None:
+    # Go requires a non-nil sysStat: every mapped byte is counted somewhere.
+    if not isinstance(stat, SysMemStat):
+        raise TypeError(f"{op}: stat must be a SysMemStat, not {type(stat).__name__}")
 
 
 def _make_backend(backend: str | Backend, debug: DebugSettings, options: dict) -> Backend:
@@ -94,21 +120,27 @@ class SysMem:
         godebug: str | DebugSettings | None = None,
         **backend_options,
     ) -> None:
-        if isinstance(godebug, DebugSettings):
+        if isinstance(backend, Backend):
+            # The backend reads its own settings object; share it rather than fork it.
+            if godebug is not None:
+                backend.debug = (
+                    godebug if isinstance(godebug, DebugSettings)
+                    else DebugSettings.from_godebug(godebug, **vars(backend.debug))
+                )
+            self.debug = backend.debug
+        elif isinstance(godebug, DebugSettings):
             self.debug = godebug
         else:
             defaults = {}
-            if backend_options.get("personality", "linux") != "linux" or (
-                isinstance(backend, Backend) and "linux" not in backend.name
-            ):
+            if backend_options.get("personality", "linux") != "linux":
                 defaults["madvdontneed"] = 0  # Go's default everywhere but Linux
             self.debug = DebugSettings.from_godebug(godebug, **defaults)
         self.backend = _make_backend(backend, self.debug, backend_options)
         self.page_size = self.backend.phys_page_size
         self._mask = self.page_size - 1
-        # One lock serialises the bookkeeping and the OS call it belongs to, so threads
+        # One (non-reentrant) lock serialises the bookkeeping and the OS call it belongs to, so threads
         # working on disjoint regions always leave the accounting exact.
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._mapped_ready = 0
         self.stats: dict[str, SysMemStat] = {
             name: SysMemStat(name, group) for name, group in STANDARD_STATS.items()
@@ -116,11 +148,14 @@ class SysMem:
         self.root_regions = RootRegionRegistry()
         self.ledger: Ledger | None = Ledger() if ledger else None
         self._access = AccessMap()
-        # Accessibility of Prepared memory decides which transitions must respect views;
-        # it depends on harddecommit, so that setting is fixed from here on (as in Go,
-        # which reads GODEBUG once at start-up).
-        self._prepared_accessible = self.backend.prepared_is_accessible
-        self._harddecommit = self.debug.harddecommit
+        # Whether Prepared memory can be touched decides which transitions must respect
+        # views. It depends on harddecommit, so that setting is fixed from here on (as in
+        # Go, which reads GODEBUG once at start-up).
+        self._mapped_accessible = self.backend.mapped_is_accessible
+        self._released_accessible = self.backend.released_is_accessible
+        # sys_used must grant access where some Prepared memory may lack it.
+        self._used_grants_access = not (self._mapped_accessible and self._released_accessible)
+        self.debug.freeze("harddecommit")
 
     # -- accounting ---------------------------------------------------------------------
     @property
@@ -137,19 +172,16 @@ class SysMem:
 
     # -- argument checks ------------------------------------------------------------------
     def _aligned(self, op: str, v: int, n: int) -> None:
-        if n <= 0:
-            raise ValueError(f"{op}: size must be positive, got {n}")
-        if (v | n) & self._mask:
+        try:
+            misaligned = (v | n) & self._mask
+        except TypeError:
+            raise TypeError(f"{op}: address and size must be integers, got {v!r}, {n!r}") from None
+        if n <= 0 or v < 0:
+            raise ValueError(f"{op}: size must be positive and address non-negative, got {v:#x}, {n}")
+        if misaligned:
             raise MisalignedRangeError(
                 f"unaligned {op}: [{v:#x}, +{n:#x}) is not a multiple of the "
                 f"{self.page_size}-byte page size"
-            )
-
-    def _check_settings(self) -> None:
-        if self.debug.harddecommit != self._harddecommit:
-            raise RuntimeThrowError(
-                "GODEBUG harddecommit cannot change while a SysMem is running (Go reads it "
-                f"once at start-up); create a new SysMem with harddecommit={self.debug.harddecommit}"
             )
 
     # -- None ⇄ Ready -----------------------------------------------------------------------
@@ -159,7 +191,8 @@ class SysMem:
         Adds ``n`` to ``stat`` and to ``mapped_ready``. Returns None if the OS has none.
         """
         self._aligned("sys_alloc", 0, n)
-        stat.add(0)  # type check: a SysMemStat is required, as in Go
+        _require_stat("sys_alloc", stat)
+        stat.check_add(n)
         with self._lock:
             p = self.backend.alloc(n, vma_name)
             if p is None:
@@ -176,6 +209,7 @@ class SysMem:
         """Ready → None for a whole region (Go's ``sysFree``); subtracts ``n`` from ``stat``
         and ``mapped_ready``."""
         self._aligned("sys_free", v, n)
+        _require_stat("sys_free", stat)
         with self._lock:
             if self.ledger is not None:
                 region = self.ledger.whole_region(v, n, "sys_free")
@@ -201,13 +235,16 @@ class SysMem:
         (Go's ``sysReserve``). Returns the address, or None."""
         self._aligned("sys_reserve", 0, n)
         with self._lock:
-            p = self.backend.reserve(v or None, n, vma_name)
-            if p is None:
-                return None
-            self.root_regions.register(p, n)
-            if self.ledger is not None:
-                self.ledger.add_region(p, n, vma_name, State.RESERVED, None)
-            return p
+            return self._reserve(v, n, vma_name)
+
+    def _reserve(self, v: int | None, n: int, vma_name: str) -> int | None:
+        p = self.backend.reserve(v or None, n, vma_name)
+        if p is None:
+            return None
+        self.root_regions.register(p, n)
+        if self.ledger is not None:
+            self.ledger.add_region(p, n, vma_name, State.RESERVED, None)
+        return p
 
     def sys_reserve_aligned(
         self, v: int | None, size: int, align: int, vma_name: str = ""
@@ -227,7 +264,7 @@ class SysMem:
             if self.backend.is_sbrk:
                 return self._reserve_aligned_sbrk(v, size, align, vma_name)
             for _ in range(RESERVE_ALIGNED_RETRIES):
-                p = self.sys_reserve(v, size + align, vma_name)
+                p = self._reserve(v, size + align, vma_name)
                 if p is None:
                     return None, 0
                 if p & (align - 1) == 0:
@@ -236,13 +273,13 @@ class SysMem:
                 if self.backend.releases_whole_reservations_only:
                     # Windows cannot release part of a reservation: give it all back and
                     # ask for the aligned part, which another thread may take meanwhile.
-                    self.sys_unreserve(p, size + align)
-                    p2 = self.sys_reserve(p_aligned, size, vma_name)
+                    self._unreserve(p, size + align)
+                    p2 = self._reserve(p_aligned, size, vma_name)
                     if p2 == p_aligned:
                         return p2, size
                     if p2 is None:
                         return None, 0
-                    self.sys_unreserve(p2, size)
+                    self._unreserve(p2, size)
                     continue
                 return self._trim_reservation(p, size, align, p_aligned), size
             raise RuntimeThrowError("failed to allocate aligned heap memory; too many retries")
@@ -281,16 +318,19 @@ class SysMem:
         """Reserved → None for a whole region (Go's ``sysUnreserve``)."""
         self._aligned("sys_unreserve", v, n)
         with self._lock:
-            if self.ledger is not None:
-                region = self.ledger.whole_region(v, n, "sys_unreserve")
-                self.ledger.require(region, v, n, _RESERVED, "sys_unreserve")
-            self.root_regions.require(v, n)
-            self._access.check_unpinned(v, v + n, "sys_unreserve")
-            self.backend.free(v, n)
-            self.root_regions.unregister(v, n)
-            if self.ledger is not None:
-                self.ledger.remove_region(region)
-            self._access.remove(v, v + n)
+            self._unreserve(v, n)
+
+    def _unreserve(self, v: int, n: int) -> None:
+        if self.ledger is not None:
+            region = self.ledger.whole_region(v, n, "sys_unreserve")
+            self.ledger.require(v, n, _RESERVED, "sys_unreserve")
+        self.root_regions.require(v, n)
+        self._access.check_unpinned(v, v + n, "sys_unreserve")
+        self.backend.free(v, n)
+        self.root_regions.unregister(v, n)
+        if self.ledger is not None:
+            self.ledger.remove_region(region)
+        self._access.remove(v, v + n)
 
     # -- Reserved → Prepared ⇄ Ready ------------------------------------------------------
     def sys_map(self, v: int, n: int, stat: SysMemStat, vma_name: str = "") -> None:
@@ -300,19 +340,22 @@ class SysMem:
         "runtime: out of memory".
         """
         self._aligned("sys_map", v, n)
-        stat.add(0)
-        with self._lock:
-            self._check_settings()
-            if self.ledger is not None:
-                region = self.ledger.region_at(v, n, "sys_map")
-                self.ledger.require(region, v, n, _RESERVED, "sys_map", unattributed=True)
+        _require_stat("sys_map", stat)
+        lock = self._lock
+        lock.acquire()  # acquire/release, not ``with``: it is measurably cheaper here
+        try:
+            ledger = self.ledger
+            if ledger is not None:
+                ledger.require(v, n, _RESERVED, "sys_map", unattributed=True)
             stat.check_add(n)
             self.backend.map(v, n, vma_name)
             stat.add(n)
-            if self.ledger is not None:
-                self.ledger.set_state_and_stat(region, v, n, State.PREPARED, stat)
-            if self._prepared_accessible:
+            if ledger is not None:
+                ledger.set_state_and_stat(v, n, _PREPARED_INT, stat)
+            if self._mapped_accessible:
                 self._access.add(v, v + n)
+        finally:
+            lock.release()
 
     def sys_used(self, v: int, n: int, prepared: int) -> None:
         """Prepared → Ready (Go's ``sysUsed``); ``mapped_ready`` grows by ``prepared``.
@@ -326,11 +369,12 @@ class SysMem:
                 f"sys_used({v:#x}, {n:#x}, prepared={prepared:#x}): prepared must be a "
                 "page multiple between 0 and n"
             )
-        with self._lock:
-            self._check_settings()
-            if self.ledger is not None:
-                region = self.ledger.region_at(v, n, "sys_used")
-                actual = self.ledger.require(region, v, n, _USABLE, "sys_used")
+        lock = self._lock
+        lock.acquire()
+        try:
+            ledger = self.ledger
+            if ledger is not None:
+                actual = ledger.require(v, n, _USABLE, "sys_used")
                 if actual != prepared:
                     raise PreparedCountError(
                         f"sys_used({v:#x}, {n:#x}, prepared={prepared:#x}): the range holds "
@@ -339,10 +383,12 @@ class SysMem:
                     )
             self.backend.used(v, n)
             self._mapped_ready += prepared
-            if self.ledger is not None and prepared:
-                self.ledger.set_state(region, v, n, State.READY)
-            if not self._prepared_accessible:
+            if ledger is not None and prepared:
+                ledger.set_state(v, n, _READY_INT)
+            if self._used_grants_access:
                 self._access.add(v, v + n)
+        finally:
+            lock.release()
 
     def sys_unused(self, v: int, n: int) -> None:
         """Ready → Prepared (Go's ``sysUnused``): the OS may take the pages back;
@@ -352,25 +398,29 @@ class SysMem:
                 f"unaligned sysUnused: [{v:#x}, +{n:#x}) is not a multiple of the "
                 f"{self.page_size}-byte page size"
             )
-        if n <= 0:
-            raise ValueError(f"sys_unused: size must be positive, got {n}")
-        with self._lock:
-            self._check_settings()
-            if self.ledger is not None:
-                region = self.ledger.region_at(v, n, "sys_unused")
-                self.ledger.require(region, v, n, _READY, "sys_unused")
+        if n <= 0 or v < 0:
+            raise ValueError(f"sys_unused: size must be positive and address non-negative, got {v:#x}, {n}")
+        lock = self._lock
+        lock.acquire()
+        try:
+            ledger = self.ledger
+            if ledger is not None:
+                ledger.require(v, n, _READY, "sys_unused")
             elif self._mapped_ready < n:
                 raise AccountingMismatchError(
                     f"sys_unused({v:#x}, {n:#x}): mapped_ready is only {self._mapped_ready:#x}"
                 )
-            if not self._prepared_accessible:
+            if self._released_accessible:
+                self.backend.unused(v, n)
+            else:
                 self._access.check_unpinned(v, v + n, "sys_unused")
-            self.backend.unused(v, n)
-            self._mapped_ready -= n
-            if self.ledger is not None:
-                self.ledger.set_state(region, v, n, State.PREPARED)
-            if not self._prepared_accessible:
+                self.backend.unused(v, n)
                 self._access.remove(v, v + n)
+            self._mapped_ready -= n
+            if ledger is not None:
+                ledger.set_state(v, n, _PREPARED_INT)
+        finally:
+            lock.release()
 
     def sys_fault(self, v: int, n: int) -> None:
         """Ready → Reserved: any later access faults (Go's ``sysFault``, for debugging).
@@ -382,8 +432,7 @@ class SysMem:
         self._aligned("sys_fault", v, n)
         with self._lock:
             if self.ledger is not None:
-                region = self.ledger.region_at(v, n, "sys_fault")
-                self.ledger.require(region, v, n, _READY, "sys_fault")
+                self.ledger.require(v, n, _READY, "sys_fault")
             elif self._mapped_ready < n:
                 raise AccountingMismatchError(
                     f"sys_fault({v:#x}, {n:#x}): mapped_ready is only {self._mapped_ready:#x}"
@@ -392,7 +441,7 @@ class SysMem:
             self.backend.fault(v, n)
             self._mapped_ready -= n
             if self.ledger is not None:
-                self.ledger.set_state_and_stat(region, v, n, State.RESERVED, None)
+                self.ledger.set_state_and_stat(v, n, _RESERVED_INT, None)
             self._access.remove(v, v + n)
 
     # -- hints ------------------------------------------------------------------------------
@@ -400,8 +449,7 @@ class SysMem:
         if n < 0:
             raise ValueError(f"{op}: size must not be negative, got {n}")
         if self.ledger is not None and n:
-            region = self.ledger.region_at(v, n, op)
-            self.ledger.require(region, v, n, _OWNED, op)
+            self.ledger.require(v, n, _OWNED, op)
 
     def sys_huge_page(self, v: int, n: int) -> None:
         """Advise huge pages for the huge-page-aligned middle of the range (Go's ``sysHugePage``)."""
@@ -446,17 +494,17 @@ class SysMem:
         with self._lock:
             if self.ledger is not None:
                 try:
-                    region = self.ledger.region_at(addr, nbytes, "view")
-                    self.ledger.require(region, addr, nbytes, _READY, "view")
-                except (ValueError) as e:
+                    self.ledger.require(addr, nbytes, _READY, "view")
+                except IllegalTransitionError as e:
                     raise InaccessibleMemoryError(str(e)) from None
             if not self._access.covers(addr, addr + nbytes):
                 raise InaccessibleMemoryError(
                     f"view({addr:#x}, {nbytes:#x}): the range is not accessible memory"
                 )
-            base = np.frombuffer(self.backend.buffer(addr, nbytes), dtype=np.uint8)
-            self._access.pin(addr, addr + nbytes, base)
-        return base if dt == np.uint8 else base.view(dt)
+            exposed = _Exposed(self.backend.buffer(addr, nbytes), nbytes)
+            self._access.pin(addr, addr + nbytes, exposed)
+        arr = np.asarray(exposed)
+        return arr if dt == np.uint8 else arr.view(dt)
 
     def live_views(self, v: int, n: int) -> list[tuple[int, int]]:
         """(start, end) of the live views overlapping [v, v+n)."""
@@ -511,15 +559,18 @@ class SysMem:
             return problems
 
     def os_problems(self, regions: Iterable | None = None) -> list[str]:
-        """Every page whose OS-reported protection or residency contradicts its state."""
+        """Every page whose OS-reported protection or residency contradicts the ledger."""
         ledger = self._need_ledger("os_problems()")
         with self._lock:
             problems: list[str] = []
-            lazy_ok = self.backend.need_zero_after_unused()
+            # Released pages may stay resident only where release keeps them lazily
+            # (MADV_FREE, sbrk's no-op); decommitting or PROT_NONE remapping drops them.
+            lazy_ok = self.backend.need_zero_after_unused() and self._released_accessible
             for r in ledger.regions() if regions is None else regions:
-                pages = self.backend.inspect(r.base, r.size)
+                pages = self.backend.inspect(r.base, r.end - r.base)
+                believed = self._access.accessible_pages(r.base, r.end, self.page_size)
                 problems += _disagreements(
-                    ledger.runs(r), pages, self._prepared_accessible, lazy_ok,
+                    ledger.runs(r), pages, believed, lazy_ok,
                     reserved_accessible=self.backend.is_sbrk,
                 )
             return problems
@@ -542,12 +593,14 @@ class SysMem:
         )
 
 
-def _disagreements(runs: list[Run], pages: OsPages, prepared_accessible: bool,
-                   lazy_ok: bool, reserved_accessible: bool) -> list[str]:
+def _disagreements(runs: list[Run], pages: OsPages, believed: np.ndarray, lazy_ok: bool,
+                   reserved_accessible: bool) -> list[str]:
     """Compare the ledger's runs of one region with the OS's per-page report.
 
-    ``lazy_ok``: released pages may stay resident (MADV_FREE, or an OS that does not
-    release at all). ``reserved_accessible``: sbrk platforms cannot protect memory.
+    ``believed``: per page, whether SysMem lets views touch it; the OS must agree, or a
+    view could fault (or usable memory be refused). ``lazy_ok``: released pages may stay
+    resident (MADV_FREE, or an OS that never releases). ``reserved_accessible``: sbrk
+    platforms can neither protect memory nor give it back.
     """
     out = []
     ps = pages.page_size
@@ -556,26 +609,29 @@ def _disagreements(runs: list[Run], pages: OsPages, prepared_accessible: bool,
         mapped = pages.mapped[i:j]
         acc = pages.accessible[i:j]
         res = pages.resident[i:j]
-        huge = pages.huge_advised[i:j]
         where = f"[{run.start:#x}, {run.end:#x}) {run.state.name}"
         if not mapped.all():
             out.append(f"{where}: the OS has no mapping for {int((~mapped).sum())} page(s)")
             continue
+        if run.state is State.RESERVED and reserved_accessible:
+            continue  # sbrk: Reserved memory is plain, resident-or-not memory
         if run.state is State.READY:
             if not acc.all():
                 out.append(f"{where}: {int((~acc).sum())} page(s) are not accessible")
         elif run.state is State.PREPARED:
-            if prepared_accessible and not acc.all():
-                out.append(f"{where}: {int((~acc).sum())} page(s) are not accessible")
-            if not prepared_accessible and acc.any():
-                out.append(f"{where}: {int(acc.sum())} page(s) are still accessible")
-            # Released pages are gone from RSS unless MADV_FREE left them lazily
-            # freeable, or a huge page around a Ready neighbour backs them.
-            stray = res & ~huge
+            # Whether Prepared memory is accessible depends on its history (sys_map vs
+            # sys_unused under harddecommit); SysMem's belief decides what views may touch.
+            wrong = acc != believed[i:j]
+            if wrong.any():
+                now = "accessible" if acc[wrong][0] else "inaccessible"
+                out.append(f"{where}: {int(wrong.sum())} page(s) are {now}, unlike what SysMem believes")
+            # Released pages are gone from RSS unless release was lazy, or a huge page
+            # around a Ready neighbour backs them.
+            stray = res & ~pages.huge_advised[i:j]
             if not lazy_ok and stray.any():
                 out.append(f"{where}: {int(stray.sum())} page(s) are still resident")
         else:  # Reserved
-            if acc.any() and not reserved_accessible:
+            if acc.any():
                 out.append(f"{where}: {int(acc.sum())} page(s) are accessible")
             if res.any():
                 out.append(f"{where}: {int(res.sum())} page(s) are resident")

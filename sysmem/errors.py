@@ -19,6 +19,8 @@ the familiar built-in without knowing heaplab)::
      │    ├── LiveViewError                 (BufferError) unmapping/protecting memory that
      │    │                                  a live view still exposes (as mmap.close does)
      │    ├── LedgerDisabledError           (RuntimeError) a check that needs the ledger
+     │    ├── FrozenSettingError            (AttributeError) changing a GODEBUG setting a
+     │    │                                  running SysMem depends on (harddecommit)
      │    ├── AccountingMismatchError       (AssertionError) accounting ≠ states, or
      │    │                                  states ≠ what the kernel reports
      │    ├── RuntimeThrowError             (RuntimeError) where Go's runtime would throw
@@ -26,7 +28,8 @@ the familiar built-in without knowing heaplab)::
      │    ├── SysOutOfMemoryError           (MemoryError) the OS (or the simulation) has
      │    │                                  no memory or address space left
      │    └── SysCallError                  (OSError) a system call failed; has errno
-     └── (heap errors join here when the heap lands)
+     └── HeapError                         problems in the heap (heap)
+          └── PageAllocError                (RuntimeError) where Go's page allocator throws
 
 Messages say what Go would have said where Go throws, followed by what heaplab saw.
 """
@@ -49,10 +52,13 @@ __all__ = [
     "InaccessibleMemoryError",
     "LiveViewError",
     "LedgerDisabledError",
+    "FrozenSettingError",
     "AccountingMismatchError",
     "RuntimeThrowError",
     "SysOutOfMemoryError",
     "SysCallError",
+    "HeapError",
+    "PageAllocError",
 ]
 
 
@@ -104,6 +110,10 @@ class LedgerDisabledError(SysMemError, RuntimeError):
     """An operation needs the state ledger, but this SysMem was created with ``ledger=False``."""
 
 
+class FrozenSettingError(SysMemError, AttributeError):
+    """A GODEBUG setting that a running SysMem depends on cannot change (Go reads it once)."""
+
+
 class AccountingMismatchError(SysMemError, AssertionError):
     """Accounting disagrees with the ledger's states, or the states with the kernel."""
 
@@ -130,3 +140,21 @@ class SysCallError(SysMemError, OSError):
     def errno_name(self) -> str:
         """The symbolic errno (``"ENOMEM"``, …)."""
         return _errno.errorcode.get(self.errno or 0, str(self.errno))
+
+
+class HeapError(HeaplabError):
+    """A problem in the heap built on sysmem (``heap``)."""
+
+
+class PageAllocError(HeapError, RuntimeError):
+    """A condition on which Go's page allocator throws (a fatal error in Go).
+
+    ``go_message`` is the text Go's ``throw`` prints, so a failure can be matched to
+    the Go source; ``detail`` says what heaplab saw. The allocator's state may be
+    partly updated when this is raised, as Go would be dead at that point.
+    """
+
+    def __init__(self, go_message: str, detail: str = "") -> None:
+        self.go_message = go_message
+        self.detail = detail
+        super().__init__(f"{go_message}: {detail}" if detail else go_message)

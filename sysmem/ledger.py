@@ -1,9 +1,10 @@
 """The ledger: every region this SysMem owns and the state of each of its pages.
 
 A region is what one ``sys_alloc``/``sys_reserve``/``sys_reserve_aligned`` returned
-(the unit ``sys_free``/``sys_unreserve`` must name whole). Inside a region, pages are
-kept as runs of equal (state, stat) — run-length, so a terabyte reservation costs one
-run, and a scavenger-fragmented arena costs one run per change of state.
+(the unit ``sys_free``/``sys_unreserve`` must name whole). Page states live in one
+:class:`~sysmem.intervals.IntervalMap` over the address space, as runs of equal
+(state, stat) — so a terabyte reservation costs one run, and a scavenger-fragmented
+arena one run per change of state.
 
 The ledger only records and validates; :class:`sysmem.core.SysMem` decides when to ask
 it, and applies a change only after the OS call succeeded, so a refused or failed call
@@ -13,7 +14,6 @@ leaves it untouched.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .errors import (
@@ -22,14 +22,18 @@ from .errors import (
     NotReservedError,
     PartialRegionError,
 )
+from .intervals import IntervalMap
 from .states import State
 from .stats import SysMemStat
 
 __all__ = ["Ledger", "Region", "Run"]
 
-# A run's value packs the state (low 2 bits) and the index of the stat its bytes are
-# attributed to (0 = none): one small int per run keeps comparisons and merging cheap.
+# A page's value packs its state (low 2 bits; 0 = None, outside every region) and the
+# index of the stat its bytes are attributed to (0 = none): one small int per run keeps
+# comparisons and merging cheap.
 _STATE_MASK = 3
+# States are plain ints on the hot paths: IntEnum arithmetic costs more than the update.
+_PREPARED = int(State.PREPARED)
 
 
 @dataclass(frozen=True)
@@ -48,58 +52,22 @@ class Run:
 
 
 class Region:
-    """One live region: [base, base+size), its VMA name and its runs of page states."""
+    """One live region: [base, base+size) and the VMA name it was created with."""
 
-    __slots__ = ("base", "size", "name", "starts", "vals")
+    __slots__ = ("base", "size", "name")
 
-    def __init__(self, base: int, size: int, name: str, val: int) -> None:
+    def __init__(self, base: int, size: int, name: str) -> None:
         self.base = base
         self.size = size
         self.name = name
-        # starts[i] is where run i begins; it ends where run i+1 begins (or at the end).
-        self.starts = [base]
-        self.vals = [val]
 
     @property
     def end(self) -> int:
         """One past the last byte."""
         return self.base + self.size
 
-    def pieces(self, a: int, b: int) -> Iterator[tuple[int, int, int]]:
-        """(start, end, packed value) of each run overlapping [a, b), clipped to it."""
-        starts, vals = self.starts, self.vals
-        i = bisect_right(starts, a) - 1
-        last = len(starts) - 1
-        while i <= last and starts[i] < b:
-            e = starts[i + 1] if i < last else self.base + self.size
-            yield (max(starts[i], a), min(e, b), vals[i])
-            i += 1
-
-    def _boundary(self, a: int) -> int:
-        """Make a run start at ``a`` (base <= a < end); return its index."""
-        i = bisect_right(self.starts, a) - 1
-        if self.starts[i] != a:
-            i += 1
-            self.starts.insert(i, a)
-            self.vals.insert(i, self.vals[i - 1])
-        return i
-
-    def assign(self, a: int, b: int, fn) -> None:
-        """Replace each run value v in [a, b) by fn(v), then merge equal neighbours."""
-        starts, vals = self.starts, self.vals
-        i = self._boundary(a)
-        j = self._boundary(b) if b < self.base + self.size else len(starts)
-        for k in range(i, j):
-            vals[k] = fn(vals[k])
-        # Only runs i-1 .. j can have become equal to a neighbour.
-        lo, hi = max(i - 1, 0), min(j + 1, len(starts))
-        new_s, new_v = [starts[lo]], [vals[lo]]
-        for k in range(lo + 1, hi):
-            if vals[k] != new_v[-1]:
-                new_s.append(starts[k])
-                new_v.append(vals[k])
-        starts[lo:hi] = new_s
-        vals[lo:hi] = new_v
+    def __repr__(self) -> str:
+        return f"Region({self.base:#x}, {self.size:#x}, {self.name!r})"
 
 
 class Ledger:
@@ -108,6 +76,7 @@ class Ledger:
     def __init__(self) -> None:
         self._bases: list[int] = []
         self._regions: dict[int, Region] = {}
+        self._pages = IntervalMap(0)
         # Stat attribution: index 0 means "no stat"; stats are registered on first use.
         self._stats: list[SysMemStat | None] = [None]
         self._stat_index: dict[int, int] = {}
@@ -125,6 +94,12 @@ class Ledger:
     def known_stats(self) -> list[SysMemStat]:
         """Every stat that has had pages attributed to it."""
         return [s for s in self._stats if s is not None]
+
+    def _val(self, state: int, stat: SysMemStat | None) -> int:
+        if stat is None:
+            return int(state)
+        i = self._stat_index.get(id(stat))
+        return int(state) | ((i if i is not None else self.stat_id(stat)) << 2)
 
     # -- regions ------------------------------------------------------------------------
     def region_at(self, v: int, n: int, op: str) -> Region:
@@ -167,46 +142,53 @@ class Ledger:
                 f"the OS returned [{base:#x}, {base + size:#x}), which overlaps a region the "
                 "ledger believes is live"
             )
-        val = int(state) | ((self.stat_id(stat) if stat is not None else 0) << 2)
         self._bases.insert(i, base)
-        self._regions[base] = Region(base, size, name, val)
+        self._regions[base] = Region(base, size, name)
+        self._pages.assign(base, base + size, self._val(state, stat))
 
     def remove_region(self, region: Region) -> None:
         """Forget a region (it went back to None)."""
         del self._regions[region.base]
         self._bases.pop(bisect_right(self._bases, region.base) - 1)
+        self._pages.assign(region.base, region.end, 0)
 
     def shrink_region(self, region: Region, new_base: int, new_size: int) -> None:
         """Keep only [new_base, new_base+new_size) of a region (sys_reserve_aligned's trim)."""
+        val = self._pages.value_at(new_base)
         self.remove_region(region)
-        val = region.vals[0]
-        if len(region.vals) != 1:
-            raise AccountingMismatchError("sys_reserve_aligned trimmed a region that was already in use")
-        self._bases.insert(bisect_right(self._bases, new_base), new_base)
-        self._regions[new_base] = Region(new_base, new_size, region.name, val)
+        self.add_region(new_base, new_size, region.name, val & _STATE_MASK, self._stats[val >> 2])
 
     def regions(self) -> list[Region]:
         """Live regions in address order."""
         return [self._regions[b] for b in self._bases]
 
     # -- validation -----------------------------------------------------------------
-    def require(self, region: Region, v: int, n: int, allowed: tuple[State, ...], op: str,
-                unattributed: bool = False) -> int:
-        """Check every page of [v, v+n) is in an allowed state; return Prepared bytes.
+    def require(self, v: int, n: int, allowed: int, op: str, unattributed: bool = False) -> int:
+        """Check every page of [v, v+n) is in a state of the ``allowed`` bit mask
+        (bit ``1 << state``); return how many of its bytes are Prepared.
 
         With ``unattributed`` also require that no page is attributed to a stat (pages
         ``sys_map`` may map must not be counted already).
         """
+        _s, e, val = self._pages.run_at(v)
+        if e >= v + n:  # fast path: the range sits inside one run
+            if (allowed >> (val & _STATE_MASK)) & 1 and not (unattributed and val >> 2):
+                return n if val & _STATE_MASK == _PREPARED else 0
         prepared = 0
-        for s, e, val in region.pieces(v, v + n):
+        for s, e, val in self._pages.runs(v, v + n):
             st = State(val & _STATE_MASK)
-            if st not in allowed or (unattributed and val >> 2):
+            allowed_here = (allowed >> st) & 1
+            if st is State.NONE:
+                raise NotReservedError(
+                    f"{op}({v:#x}, {n:#x}): [{s:#x}, {e:#x}) is not memory this SysMem owns"
+                )
+            if not allowed_here or (unattributed and val >> 2):
                 what = st.name
-                if st in allowed:
+                if allowed_here:
                     what += f" but still counted in {self._stats[val >> 2].name}"
                 raise IllegalTransitionError(
                     f"{op}({v:#x}, {n:#x}): [{s:#x}, {e:#x}) is {what}; {op} needs "
-                    + " or ".join(a.name for a in allowed)
+                    + " or ".join(a.name for a in State if (allowed >> a) & 1)
                 )
             if st is State.PREPARED:
                 prepared += e - s
@@ -215,7 +197,7 @@ class Ledger:
     def require_freeable(self, region: Region, stat: SysMemStat, op: str) -> None:
         """sys_free: every page Ready and attributed to ``stat`` (else its accounting breaks)."""
         want = self._stat_index.get(id(stat), -1)
-        for s, e, val in region.pieces(region.base, region.end):
+        for s, e, val in self._pages.runs(region.base, region.end):
             if val & _STATE_MASK != State.READY:
                 raise IllegalTransitionError(
                     f"{op}({region.base:#x}, {region.size:#x}): [{s:#x}, {e:#x}) is "
@@ -230,24 +212,26 @@ class Ledger:
                 )
 
     # -- changes ------------------------------------------------------------------------
-    @staticmethod
-    def set_state(region: Region, v: int, n: int, state: State) -> None:
-        """Move [v, v+n) to ``state``, keeping each page's stat attribution."""
-        st = int(state)
-        region.assign(v, v + n, lambda val: (val & ~_STATE_MASK) | st)
+    def set_state(self, v: int, n: int, state: int) -> None:
+        """Move [v, v+n) to ``state`` (a State or its int), keeping each page's stat."""
+        pages = self._pages
+        _s, e, val = pages.run_at(v)
+        if e >= v + n:
+            pages.assign(v, v + n, (val & ~_STATE_MASK) | state)
+            return
+        for s, e, val in pages.runs(v, v + n):
+            pages.assign(s, e, (val & ~_STATE_MASK) | state)
 
-    def set_state_and_stat(self, region: Region, v: int, n: int, state: State,
-                           stat: SysMemStat | None) -> None:
+    def set_state_and_stat(self, v: int, n: int, state: int, stat: SysMemStat | None) -> None:
         """Move [v, v+n) to ``state`` and attribute it to ``stat`` (None: to no stat)."""
-        val = int(state) | ((self.stat_id(stat) if stat is not None else 0) << 2)
-        region.assign(v, v + n, lambda _old: val)
+        self._pages.assign(v, v + n, self._val(state, stat))
 
     # -- reading ------------------------------------------------------------------------
     def runs(self, region: Region | None = None) -> list[Run]:
-        """Runs of every region (or of one), in address order."""
+        """Runs of every region (or of one), in address order, split at region ends."""
         out = []
         for r in [region] if region is not None else self.regions():
-            for s, e, val in r.pieces(r.base, r.end):
+            for s, e, val in self._pages.runs(r.base, r.end):
                 out.append(Run(s, e, State(val & _STATE_MASK), self._stats[val >> 2]))
         return out
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
+from .errors import FrozenSettingError
+
 __all__ = ["DebugSettings"]
 
 
@@ -29,6 +31,18 @@ class DebugSettings:
     harddecommit: int = 0
     disablethp: int = 0
     decoratemappings: int = 1
+
+    def __setattr__(self, name: str, value: int) -> None:
+        if name in self.__dict__.get("_frozen", ()) and value != getattr(self, name):
+            raise FrozenSettingError(
+                f"GODEBUG {name} cannot change while a SysMem uses these settings (Go reads it "
+                f"once at start-up); create a new SysMem with {name}={value}"
+            )
+        super().__setattr__(name, value)
+
+    def freeze(self, *names: str) -> None:
+        """Refuse later changes of ``names`` (settings a running SysMem depends on)."""
+        self.__dict__["_frozen"] = frozenset(self.__dict__.get("_frozen", ())) | set(names)
 
     @classmethod
     def from_godebug(cls, godebug: str | None = None, **defaults: int) -> "DebugSettings":

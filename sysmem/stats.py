@@ -50,8 +50,12 @@ class SysMemStat:
 
     def add(self, n: int) -> None:
         """Add ``n`` (may be negative); refuse to go below 0 or above 2**64-1 (Go's ``add``)."""
-        with self._lock:
+        # acquire/release rather than ``with``: this is on every sys_map and heap span alloc.
+        self._lock.acquire()
+        try:
             self._value = self._checked(n)
+        finally:
+            self._lock.release()
 
     def check_add(self, n: int) -> None:
         """Raise as :meth:`add` would, without adding (to refuse before an OS call)."""
