@@ -249,13 +249,25 @@ class LinuxBackend(Backend):
 
     def inspect(self, v: int, n: int) -> OsPages:
         """The kernel's view: protection and huge-page advice from smaps, residency from mincore."""
+        return self._inspect(v, n, smaps(v, n))
+
+    def inspect_many(self, ranges: list[tuple[int, int]]) -> list[OsPages]:
+        """:meth:`inspect` for several ranges from one read of ``/proc/self/smaps``."""
+        if not ranges:
+            return []
+        lo = min(v for v, _ in ranges)
+        vmas = smaps(lo, max(v + n for v, n in ranges) - lo)
+        return [self._inspect(v, n, [m for m in vmas if m.start < v + n and v < m.end])
+                for v, n in ranges]
+
+    def _inspect(self, v: int, n: int, vmas: list) -> OsPages:
         ps = self.phys_page_size
         pages = (n + ps - 1) // ps
         mapped = np.zeros(pages, dtype=bool)
         accessible = np.zeros(pages, dtype=bool)
         huge = np.zeros(pages, dtype=bool)
         lazy = 0
-        for vma in smaps(v, n):
+        for vma in vmas:
             i = (max(vma.start, v) - v) // ps
             j = (min(vma.end, v + n) - v + ps - 1) // ps
             mapped[i:j] = True
@@ -268,4 +280,3 @@ class LinuxBackend(Backend):
 def vma_names_supported() -> bool:
     """False once the kernel has refused to name a mapping (no CONFIG_ANON_VMA_NAME)."""
     return not _vma_names_unsupported
-

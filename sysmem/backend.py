@@ -145,5 +145,9 @@ class Backend(ABC):
     def inspect(self, v: int, n: int) -> OsPages:
         """What the OS reports about [v, v+n): mappings, protection, residency."""
 
+    def inspect_many(self, ranges: list[tuple[int, int]]) -> list[OsPages]:
+        """:meth:`inspect` for several (v, n) ranges (a backend may share the work)."""
+        return [self.inspect(v, n) for v, n in ranges]
+
     def close(self) -> None:
         """Release whatever the backend holds (simulated storage). Idempotent."""

@@ -207,7 +207,7 @@ class SysMem:
 
     def sys_free(self, v: int, n: int, stat: SysMemStat) -> None:
         """Ready → None for a whole region (Go's ``sysFree``); subtracts ``n`` from ``stat``
-        and ``mapped_ready``."""
+        and ``mapped_ready``. The region must be Ready and mapped for ``stat``'s group."""
         self._aligned("sys_free", v, n)
         _require_stat("sys_free", stat)
         with self._lock:
@@ -506,6 +506,11 @@ class SysMem:
         arr = np.asarray(exposed)
         return arr if dt == np.uint8 else arr.view(dt)
 
+    def accessible_ranges(self) -> list[tuple[int, int]]:
+        """(start, end) of every range views may touch (kept even with the ledger off)."""
+        with self._lock:
+            return self._access.intervals()
+
     def live_views(self, v: int, n: int) -> list[tuple[int, int]]:
         """(start, end) of the live views overlapping [v, v+n)."""
         with self._lock:
@@ -566,8 +571,9 @@ class SysMem:
             # Released pages may stay resident only where release keeps them lazily
             # (MADV_FREE, sbrk's no-op); decommitting or PROT_NONE remapping drops them.
             lazy_ok = self.backend.need_zero_after_unused() and self._released_accessible
-            for r in ledger.regions() if regions is None else regions:
-                pages = self.backend.inspect(r.base, r.end - r.base)
+            regions = ledger.regions() if regions is None else list(regions)
+            reports = self.backend.inspect_many([(r.base, r.size) for r in regions])
+            for r, pages in zip(regions, reports):
                 believed = self._access.accessible_pages(r.base, r.end, self.page_size)
                 problems += _disagreements(
                     ledger.runs(r), pages, believed, lazy_ok,

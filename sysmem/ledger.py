@@ -195,8 +195,7 @@ class Ledger:
         return prepared
 
     def require_freeable(self, region: Region, stat: SysMemStat, op: str) -> None:
-        """sys_free: every page Ready and attributed to ``stat`` (else its accounting breaks)."""
-        want = self._stat_index.get(id(stat), -1)
+        """sys_free: every page Ready and counted in ``stat``'s group (else the accounting breaks)."""
         for s, e, val in self._pages.runs(region.base, region.end):
             if val & _STATE_MASK != State.READY:
                 raise IllegalTransitionError(
@@ -204,11 +203,12 @@ class Ledger:
                     f"{State(val & _STATE_MASK).name}; sys_free moves Ready memory to None and "
                     "would miscount anything else"
                 )
-            if val >> 2 != want:
-                owner = self._stats[val >> 2]
+            owner = self._stats[val >> 2]
+            if owner is None or owner.group != stat.group:
                 raise IllegalTransitionError(
                     f"{op}({region.base:#x}, {region.size:#x}, {stat.name}): [{s:#x}, {e:#x}) "
-                    f"is counted in {owner.name if owner else 'no stat'}, not {stat.name}"
+                    f"is counted in {owner.name if owner else 'no stat'}, not in {stat.name}'s "
+                    f"group {stat.group!r}"
                 )
 
     # -- changes ------------------------------------------------------------------------
