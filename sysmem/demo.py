@@ -40,8 +40,9 @@ def _states(sm: SysMem, base: int, size: int) -> str:
                       for name, n in out.items())
 
 
-def run_demo(size: int = 8 * _MiB, madvdontneed: int = 1, out=sys.stdout) -> None:
-    """Print the walk through the states for a region of ``size`` bytes."""
+def run_demo(size: int = 8 * _MiB, madvdontneed: int = 1, out=None) -> None:
+    """Print the walk through the states for a region of ``size`` bytes (to ``out``, default stdout)."""
+    out = out or sys.stdout
     sm = SysMem("linux", godebug=f"madvdontneed={madvdontneed}")
     stat = sm.stat("other_sys")
     half = size // 2
