@@ -94,6 +94,7 @@ class LinuxBackend(Backend):
         self._mmap, self._madvise = sys_.mmap, sys_.madvise
         self.phys_page_size = int(libc.sysconf(L.SC_PAGESIZE))
         self._page_mask = self.phys_page_size - 1
+        self._fault_kept_pages = False
         self.huge_page_size = huge_page_size_from_sysfs()
         self._name_buf = ffi.new("char[]", _VMA_NAME_BUFFER)
 
@@ -210,9 +211,15 @@ class LinuxBackend(Backend):
         self._sys.munmap(v, n)
 
     def fault(self, v: int, n: int) -> None:
-        """``sysFaultOS``: mprotect(PROT_NONE) then MADV_DONTNEED."""
+        """``sysFaultOS``: mprotect(PROT_NONE) then MADV_DONTNEED (errors ignored, as in Go)."""
         self._sys.mprotect(v, n, L.PROT_NONE)
-        self._sys.madvise(v, n, L.MADV_DONTNEED)
+        if self._madvise(v, n, L.MADV_DONTNEED) != 0:
+            self._fault_kept_pages = True  # only so the kernel check knows why they stay
+
+    @property
+    def fault_releases_pages(self) -> bool:
+        """False once a fault's MADV_DONTNEED was refused."""
+        return not self._fault_kept_pages
 
     def reserve(self, v: int | None, n: int, vma_name: str) -> int | None:
         """``sysReserveOS``: mmap(v, n, PROT_NONE) with ``v`` only a hint."""

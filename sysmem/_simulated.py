@@ -620,7 +620,8 @@ class _Linux(_Personality):
         hole = m.first_unmapped(v, hi)
         m.set_prot(v, hi if hole is None else hole, False)
         b._log("mprotect", v, n, _NONE, *(() if hole is None else ("ENOMEM",)))
-        self._madvise(v, n, MADV_DONTNEED)
+        if not self._madvise(v, n, MADV_DONTNEED):
+            b.fault_kept_pages = True
 
 
 class _Windows(_Personality):
@@ -957,6 +958,7 @@ class SimulatedBackend(Backend):
         self.calls: deque[tuple] = deque(maxlen=call_log_size)
         #: Linux: the madvise advice the simulated kernel accepts (tests remove some)
         self.supported_advice: set[str] = {MADV_FREE, MADV_DONTNEED}
+        self.fault_kept_pages = False  # a fault's MADV_DONTNEED was refused
         #: regions reserved by the phantom "other thread" of steal_next_reservations
         self.phantoms: list[tuple[int, int]] = []
         self._advise_unused = "free"
@@ -1110,6 +1112,11 @@ class SimulatedBackend(Backend):
         """``sysFaultOS``: make the range fault (mprotect+DONTNEED / decommit)."""
         with self._lock:
             self._os.fault(v, n)
+
+    @property
+    def fault_releases_pages(self) -> bool:
+        """False once a linux-personality fault's MADV_DONTNEED was refused."""
+        return not self.fault_kept_pages
 
     def free(self, v: int, n: int) -> None:
         """``sysFreeOS``: munmap (any sub-range), release a whole allocation, or sbrk free."""

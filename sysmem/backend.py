@@ -82,6 +82,12 @@ class Backend(ABC):
         sbrk; False on Windows (decommitted).
         """
 
+    @property
+    def fault_releases_pages(self) -> bool:
+        """Whether :meth:`fault` drops the pages' contents (False once the OS refused the
+        MADV_DONTNEED that ``sysFaultOS`` sends; Go ignores that error)."""
+        return True
+
     # -- The *OS functions ----------------------------------------------------------
     @abstractmethod
     def alloc(self, n: int, vma_name: str) -> int | None:

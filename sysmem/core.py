@@ -149,13 +149,15 @@ class SysMem:
         self.ledger: Ledger | None = Ledger() if ledger else None
         self._access = AccessMap()
         # Whether Prepared memory can be touched decides which transitions must respect
-        # views. It depends on harddecommit, so that setting is fixed from here on (as in
-        # Go, which reads GODEBUG once at start-up).
+        # views, and it depends on harddecommit; so that setting and madvdontneed are fixed
+        # from here on, as in Go, which reads GODEBUG once at start-up.
         self._mapped_accessible = self.backend.mapped_is_accessible
         self._released_accessible = self.backend.released_is_accessible
         # sys_used must grant access where some Prepared memory may lack it.
         self._used_grants_access = not (self._mapped_accessible and self._released_accessible)
-        self.debug.freeze("harddecommit")
+        # madvdontneed too: need_zero_after_sys_unused must stay true for memory that
+        # MADV_FREE released, however the setting is later read.
+        self.debug.freeze("harddecommit", "madvdontneed")
 
     # -- accounting ---------------------------------------------------------------------
     @property
@@ -234,6 +236,8 @@ class SysMem:
         """None → Reserved: ``n`` bytes of address space, at hint ``v`` if the OS agrees
         (Go's ``sysReserve``). Returns the address, or None."""
         self._aligned("sys_reserve", 0, n)
+        if v is not None and v < 0:
+            raise ValueError(f"sys_reserve: the hint must not be negative, got {v:#x}")
         with self._lock:
             return self._reserve(v, n, vma_name)
 
@@ -446,8 +450,8 @@ class SysMem:
 
     # -- hints ------------------------------------------------------------------------------
     def _owned(self, op: str, v: int, n: int) -> None:
-        if n < 0:
-            raise ValueError(f"{op}: size must not be negative, got {n}")
+        if n < 0 or v < 0:
+            raise ValueError(f"{op}: size and address must not be negative, got {v:#x}, {n}")
         if self.ledger is not None and n:
             self.ledger.require(v, n, _OWNED, op)
 
@@ -489,6 +493,8 @@ class SysMem:
         :class:`~sysmem.errors.LiveViewError`.
         """
         dt = np.dtype(dtype)
+        if addr < 0:
+            raise ValueError(f"view: address must not be negative, got {addr:#x}")
         if nbytes <= 0 or nbytes % dt.itemsize:
             raise ValueError(f"view: nbytes={nbytes} must be a positive multiple of {dt} size")
         with self._lock:
@@ -578,6 +584,7 @@ class SysMem:
                 problems += _disagreements(
                     ledger.runs(r), pages, believed, lazy_ok,
                     reserved_accessible=self.backend.is_sbrk,
+                    reserved_resident_ok=not self.backend.fault_releases_pages,
                 )
             return problems
 
@@ -600,13 +607,14 @@ class SysMem:
 
 
 def _disagreements(runs: list[Run], pages: OsPages, believed: np.ndarray, lazy_ok: bool,
-                   reserved_accessible: bool) -> list[str]:
+                   reserved_accessible: bool, reserved_resident_ok: bool) -> list[str]:
     """Compare the ledger's runs of one region with the OS's per-page report.
 
     ``believed``: per page, whether SysMem lets views touch it; the OS must agree, or a
     view could fault (or usable memory be refused). ``lazy_ok``: released pages may stay
     resident (MADV_FREE, or an OS that never releases). ``reserved_accessible``: sbrk
-    platforms can neither protect memory nor give it back.
+    platforms can neither protect memory nor give it back. ``reserved_resident_ok``: the
+    kernel refused sys_fault's MADV_DONTNEED (Go ignores that), so faulted pages stay.
     """
     out = []
     ps = pages.page_size
@@ -639,6 +647,6 @@ def _disagreements(runs: list[Run], pages: OsPages, believed: np.ndarray, lazy_o
         else:  # Reserved
             if acc.any():
                 out.append(f"{where}: {int(acc.sum())} page(s) are accessible")
-            if res.any():
+            if res.any() and not reserved_resident_ok:
                 out.append(f"{where}: {int(res.sum())} page(s) are resident")
     return out

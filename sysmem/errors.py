@@ -29,7 +29,26 @@ the familiar built-in without knowing heaplab)::
      │    │                                  no memory or address space left
      │    └── SysCallError                  (OSError) a system call failed; has errno
      └── HeapError                         problems in the heap (heap)
-          └── PageAllocError                (RuntimeError) where Go's page allocator throws
+          ├── PageAllocError                (RuntimeError) where Go's page allocator throws
+          ├── HeapThrowError                (RuntimeError) where Go's mheap throws
+          │    └── InvalidSpanFreeError      freeing a span that is not in use or not
+          │                                  empty ("mheap.freeSpanLocked - invalid free")
+          ├── HeapOutOfMemoryError          (MemoryError) the heap cannot get or commit
+          │                                  the memory an allocation needs
+          ├── HeapInvariantError            (AssertionError) MHeap.check(): the heap's
+          │                                  accounting disagrees with its spans, page
+          │                                  allocator or the sysmem ledger
+          ├── InvalidSizeError              (ValueError) an allocation size (or count, or
+          │                                  pointer mask) no object can have
+          ├── InvalidFreeError              (ValueError) free() of an address that is not
+          │    │                             the start of a live object
+          │    └── DoubleFreeError           the object was already freed
+          ├── ObjectBoundsError             (IndexError) a read or write outside every live
+          │                                  object, or not word aligned where words are
+          ├── PointerSlotError              (TypeError) write_pointer into a word the
+          │                                  object's pointer mask says is not a pointer
+          └── InvalidPointerError           (ValueError) write_pointer of a target that is
+                                             neither 0 (nil) nor inside a live object
 
 Messages say what Go would have said where Go throws, followed by what heaplab saw.
 """
@@ -59,6 +78,16 @@ __all__ = [
     "SysCallError",
     "HeapError",
     "PageAllocError",
+    "HeapThrowError",
+    "InvalidSpanFreeError",
+    "HeapOutOfMemoryError",
+    "HeapInvariantError",
+    "InvalidSizeError",
+    "InvalidFreeError",
+    "DoubleFreeError",
+    "ObjectBoundsError",
+    "PointerSlotError",
+    "InvalidPointerError",
 ]
 
 
@@ -158,3 +187,60 @@ class PageAllocError(HeapError, RuntimeError):
         self.go_message = go_message
         self.detail = detail
         super().__init__(f"{go_message}: {detail}" if detail else go_message)
+
+
+class HeapThrowError(HeapError, RuntimeError):
+    """A condition on which Go's mheap throws (a fatal error in Go).
+
+    ``go_message`` is the text of Go's ``throw``; ``detail`` what heaplab saw.
+    """
+
+    def __init__(self, go_message: str, detail: str = "") -> None:
+        self.go_message = go_message
+        self.detail = detail
+        super().__init__(f"{go_message}: {detail}" if detail else go_message)
+
+
+class InvalidSpanFreeError(HeapThrowError):
+    """``free_span`` of a span that is not in use, not empty or not this heap's
+    (Go: "mheap.freeSpanLocked - invalid free" / "... - invalid span state")."""
+
+
+class HeapOutOfMemoryError(HeapError, MemoryError):
+    """The heap could not reserve, map or commit the memory an allocation needs.
+
+    Raised after the heap undid its own changes, so it stays usable."""
+
+
+class HeapInvariantError(HeapError, AssertionError):
+    """``MHeap.check()`` found the heap's accounting inconsistent."""
+
+
+class InvalidSizeError(HeapError, ValueError):
+    """An allocation no object can satisfy: size <= 0 or not an integer, a negative
+    count, or a pointer mask that names words outside the object."""
+
+
+class InvalidFreeError(HeapError, ValueError):
+    """``free`` of an address that is not the start of a live heap object (an interior
+    pointer, a header word, an address outside the heap). Nothing was freed."""
+
+
+class DoubleFreeError(InvalidFreeError):
+    """``free`` of an object that was already freed (its slot, or its whole span, is
+    free). Nothing was freed."""
+
+
+class ObjectBoundsError(HeapError, IndexError):
+    """A read or write that is not wholly inside one live object (or, for word access,
+    not 8-byte aligned). Nothing was read or written."""
+
+
+class PointerSlotError(HeapError, TypeError):
+    """``write_pointer`` into a word that the object's pointer mask marks as scalar:
+    a collector would never see the pointer. Nothing was written."""
+
+
+class InvalidPointerError(HeapError, ValueError):
+    """``write_pointer`` of a target that is neither 0 (nil) nor an address inside a
+    live heap object. Nothing was written."""

@@ -48,6 +48,8 @@ class IntervalMap:
         out: list[tuple[int, int, Any]] = []
         if lo >= hi:
             return out
+        if lo < 0:
+            raise ValueError(f"IntervalMap covers addresses from 0, not {lo:#x}")
         starts, vals = self.starts, self.vals
         count = len(starts)
         i = bisect_right(starts, lo) - 1
@@ -62,6 +64,8 @@ class IntervalMap:
         """Set every address in [lo, hi) to ``val``."""
         if lo >= hi:
             return
+        if lo < 0:
+            raise ValueError(f"IntervalMap covers addresses from 0, not {lo:#x}")
         starts, vals = self.starts, self.vals
         count = len(starts)
         i = bisect_right(starts, lo) - 1

@@ -68,3 +68,14 @@ def make_sm():
 def linux_sm(make_sm) -> SysMem:
     """A fresh ``SysMem("linux")`` with Go's Linux defaults (madvdontneed=1)."""
     return make_sm("")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``slow`` cases stay out of the default run (which still covers every feature);
+    ``-m slow`` runs them."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
 import sysmem
+from sysmem.errors import FrozenSettingError
 from sysmem import (
     DebugSettings,
     MisalignedRangeError,
@@ -444,8 +445,9 @@ def test_need_zero_after_sys_unused_follows_madvdontneed(make_sm):
     assert make_sm("madvdontneed=1").need_zero_after_sys_unused() is False
     sm = make_sm("madvdontneed=0")
     assert sm.need_zero_after_sys_unused() is True
-    sm.debug.madvdontneed = 1  # read at each call, as Go reads debug.madvdontneed
-    assert sm.need_zero_after_sys_unused() is False
+    with pytest.raises(FrozenSettingError):  # Go reads GODEBUG once, at start-up
+        sm.debug.madvdontneed = 1
+    assert sm.need_zero_after_sys_unused() is True
 
 
 # -- Ready → Reserved: sys_fault ---------------------------------------------------------
