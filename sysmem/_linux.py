@@ -122,6 +122,17 @@ class LinuxBackend(Backend):
             if ffi.errno == L.EINVAL:
                 _vma_names_unsupported = True  # kernel built without CONFIG_ANON_VMA_NAME
 
+    def _map_fixed(self, v: int, n: int, prot: int, throw: str) -> None:
+        """mmap(v, n, prot, MAP_FIXED) where Go throws if the mapping fails or moves."""
+        p = self._mmap(v, n, prot, _ANON_FIXED, -1, 0)
+        if p != v:
+            err = ffi.errno if p == L.MAP_FAILED else 0
+            if err == L.ENOMEM and prot != L.PROT_NONE:
+                raise SysOutOfMemoryError(f"runtime: out of memory: mmap({v:#x}, {n:#x}) failed")
+            raise RuntimeThrowError(
+                f"runtime: {throw} (mmap({v:#x}, {n:#x}) returned {p:#x}, errno {err})"
+            )
+
     # -- the *OS functions -----------------------------------------------------------
     def alloc(self, n: int, vma_name: str) -> int | None:
         """``sysAllocOS``: mmap(NULL, n, RW, ANON|PRIVATE)."""
@@ -162,27 +173,14 @@ class LinuxBackend(Backend):
             if self._mmap(v, n, _RW, _ANON_FIXED, -1, 0) != L.MAP_FAILED:
                 self._set_vma_name(v, n, "unused")
         if self.debug.harddecommit > 0:
-            p = self._mmap(v, n, L.PROT_NONE, _ANON_FIXED, -1, 0)
-            if p != v:
-                raise RuntimeThrowError(
-                    f"runtime: cannot disable permissions in address space "
-                    f"(mmap({v:#x}, {n:#x}) returned {p:#x}, errno {ffi.errno})"
-                )
-            self._set_vma_name(p, n, "unused")
+            self._map_fixed(v, n, L.PROT_NONE, "cannot disable permissions in address space")
+            self._set_vma_name(v, n, "unused")
 
     def used(self, v: int, n: int) -> None:
         """``sysUsedOS``: nothing, unless ``harddecommit`` took the permissions away."""
         if self.debug.harddecommit > 0:
-            p = self._mmap(v, n, _RW, _ANON_FIXED, -1, 0)
-            if p != v:
-                err = ffi.errno if p == L.MAP_FAILED else 0
-                if err == L.ENOMEM:
-                    raise SysOutOfMemoryError(f"runtime: out of memory: mmap({v:#x}, {n:#x})")
-                raise RuntimeThrowError(
-                    f"runtime: cannot remap pages in address space "
-                    f"(mmap({v:#x}, {n:#x}) returned {p:#x}, errno {err})"
-                )
-            self._set_vma_name(p, n, "used")
+            self._map_fixed(v, n, _RW, "cannot remap pages in address space")
+            self._set_vma_name(v, n, "used")
 
     def huge_page(self, v: int, n: int) -> None:
         """``sysHugePageOS``: MADV_HUGEPAGE on the range rounded inward to huge pages."""
@@ -231,17 +229,9 @@ class LinuxBackend(Backend):
 
     def map(self, v: int, n: int, vma_name: str) -> None:
         """``sysMapOS``: mmap(v, n, RW, FIXED), then MADV_NOHUGEPAGE if ``disablethp``."""
-        p = self._mmap(v, n, _RW, _ANON_FIXED, -1, 0)
-        if p != v:
-            err = ffi.errno if p == L.MAP_FAILED else 0
-            if err == L.ENOMEM:
-                raise SysOutOfMemoryError(f"runtime: out of memory: mmap({v:#x}, {n:#x}) failed")
-            raise RuntimeThrowError(
-                f"runtime: cannot map pages in arena address space "
-                f"(mmap({v:#x}, {n:#x}) returned {p:#x}, errno {err})"
-            )
+        self._map_fixed(v, n, _RW, "cannot map pages in arena address space")
         if vma_name:
-            self._set_vma_name(p, n, vma_name)
+            self._set_vma_name(v, n, vma_name)
         if self.debug.disablethp:
             self.no_huge_page(v, n)
 

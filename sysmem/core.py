@@ -449,33 +449,30 @@ class SysMem:
             self._access.remove(v, v + n)
 
     # -- hints ------------------------------------------------------------------------------
-    def _owned(self, op: str, v: int, n: int) -> None:
-        if n < 0 or v < 0:
-            raise ValueError(f"{op}: size and address must not be negative, got {v:#x}, {n}")
-        if self.ledger is not None and n:
-            self.ledger.require(v, n, _OWNED, op)
-
     def sys_huge_page(self, v: int, n: int) -> None:
         """Advise huge pages for the huge-page-aligned middle of the range (Go's ``sysHugePage``)."""
-        with self._lock:
-            self._owned("sys_huge_page", v, n)
-            self.backend.huge_page(v, n)
+        self._hint("sys_huge_page", v, n, self.backend.huge_page)
 
     def sys_no_huge_page(self, v: int, n: int) -> None:
         """Advise against huge pages (Go's ``sysNoHugePage``); ``v`` must be page aligned."""
-        if v & self._mask:
-            raise MisalignedRangeError(f"unaligned sysNoHugePageOS: {v:#x}")
-        with self._lock:
-            self._owned("sys_no_huge_page", v, n)
-            self.backend.no_huge_page(v, n)
+        self._hint("sys_no_huge_page", v, n, self.backend.no_huge_page, "unaligned sysNoHugePageOS")
 
     def sys_huge_page_collapse(self, v: int, n: int) -> None:
         """Try to back the range with huge pages now, best effort (Go's ``sysHugePageCollapse``)."""
-        if v & self._mask:
-            raise MisalignedRangeError(f"unaligned sysHugePageCollapseOS: {v:#x}")
+        self._hint("sys_huge_page_collapse", v, n, self.backend.huge_page_collapse,
+                   "unaligned sysHugePageCollapseOS")
+
+    def _hint(self, op: str, v: int, n: int, advise, unaligned_throw: str = "") -> None:
+        # Hints change no state, but the range must be owned memory; Go throws on an
+        # unaligned start for the two that madvise without rounding.
+        if unaligned_throw and v & self._mask:
+            raise MisalignedRangeError(f"{unaligned_throw}: {v:#x}")
+        if n < 0 or v < 0:
+            raise ValueError(f"{op}: size and address must not be negative, got {v:#x}, {n}")
         with self._lock:
-            self._owned("sys_huge_page_collapse", v, n)
-            self.backend.huge_page_collapse(v, n)
+            if self.ledger is not None and n:
+                self.ledger.require(v, n, _OWNED, op)
+            advise(v, n)
 
     def need_zero_after_sys_unused(self) -> bool:
         """Whether memory that went through ``sys_unused`` may hold old data when reused

@@ -67,20 +67,6 @@ R, P, Y = State.RESERVED, State.PREPARED, State.READY
 ON_LINUX = sys.platform.startswith("linux")
 
 
-def _simulated_available() -> bool:
-    """True once ``sysmem._simulated`` exists (any other import problem should fail loudly)."""
-    try:
-        SysMem("simulated", personality="linux").close()
-    except ModuleNotFoundError as e:
-        if e.name == "sysmem._simulated":
-            return False
-        return True
-    except Exception:  # noqa: BLE001 - let the machines show the error
-        return True
-    return True
-
-
-SIMULATED = _simulated_available()
 
 
 def _thp_mode() -> str:
@@ -1154,7 +1140,6 @@ SIM = settings(FAST, max_examples=50, stateful_step_count=40)
 SLOW = settings(FAST, max_examples=150, stateful_step_count=60)
 
 linux_only = pytest.mark.skipif(not ON_LINUX, reason="needs the real Linux backend")
-needs_simulated = pytest.mark.skipif(not SIMULATED, reason="sysmem._simulated is not there yet")
 
 
 class LinuxDefault(SysMemMachine):
@@ -1217,14 +1202,14 @@ TestLinuxDefault = _case(LinuxDefault, linux_only, pytest.mark.linux)
 TestLinuxMadvFree = _case(LinuxMadvFree, linux_only, pytest.mark.linux)
 TestLinuxHardDecommit = _case(LinuxHardDecommit, linux_only, pytest.mark.linux)
 TestLinuxNoLedger = _case(LinuxNoLedger, linux_only, pytest.mark.linux)
-TestSimulatedLinux = _case(SimLinux, needs_simulated, cfg=SIM)
-TestSimulatedWindows = _case(SimWindows, needs_simulated, cfg=SIM)
-TestSimulatedSbrk = _case(SimSbrk, needs_simulated, cfg=SIM)
-TestSimulatedLinuxMadvFree = _case(SimLinuxMadvFree, needs_simulated, cfg=SIM)
-TestSimulatedLinuxHardDecommit = _case(SimLinuxHardDecommit, needs_simulated, cfg=SIM)
-TestSimulatedLinuxNoLedger = _case(SimLinuxNoLedger, needs_simulated, cfg=SIM)
-TestSimulatedWindowsNoLedger = _case(SimWindowsNoLedger, needs_simulated, cfg=SIM)
-TestSimulatedSbrkNoLedger = _case(SimSbrkNoLedger, needs_simulated, cfg=SIM)
+TestSimulatedLinux = _case(SimLinux, cfg=SIM)
+TestSimulatedWindows = _case(SimWindows, cfg=SIM)
+TestSimulatedSbrk = _case(SimSbrk, cfg=SIM)
+TestSimulatedLinuxMadvFree = _case(SimLinuxMadvFree, cfg=SIM)
+TestSimulatedLinuxHardDecommit = _case(SimLinuxHardDecommit, cfg=SIM)
+TestSimulatedLinuxNoLedger = _case(SimLinuxNoLedger, cfg=SIM)
+TestSimulatedWindowsNoLedger = _case(SimWindowsNoLedger, cfg=SIM)
+TestSimulatedSbrkNoLedger = _case(SimSbrkNoLedger, cfg=SIM)
 
 
 class LinuxDefaultLong(LinuxDefault):
@@ -1236,7 +1221,7 @@ class SimWindowsLong(SimWindows):
 
 
 TestLinuxDefaultLong = _case(LinuxDefaultLong, linux_only, pytest.mark.linux, pytest.mark.slow, cfg=SLOW)
-TestSimulatedWindowsLong = _case(SimWindowsLong, needs_simulated, pytest.mark.slow, cfg=SLOW)
+TestSimulatedWindowsLong = _case(SimWindowsLong, pytest.mark.slow, cfg=SLOW)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1270,7 +1255,6 @@ def _fault_a_touched_page(sm: SysMem) -> None:
         sm.close()
 
 
-@needs_simulated
 def test_fault_without_dontneed_passes_check():
     """Regression: on a kernel without MADV_DONTNEED, sys_fault leaves touched pages
     resident (Go's sysFaultOS ignores the error); the kernel check accepts that."""
@@ -1304,8 +1288,6 @@ def _linux_or_simulated(kind: str) -> SysMem:
         if not ON_LINUX:
             pytest.skip("needs the real Linux backend")
         return SysMem("linux", godebug="madvdontneed=0")
-    if not SIMULATED:
-        pytest.skip("sysmem._simulated is not there yet")
     return SysMem("simulated", personality="linux", godebug="madvdontneed=0")
 
 
