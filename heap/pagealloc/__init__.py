@@ -9,7 +9,8 @@ run that fits. Freed memory stays mapped until the scavenger releases it through
 
 Go's names map to Python ones in snake_case: ``pallocBits`` → :class:`PallocBits`,
 ``pallocData.findScavengeCandidate`` → :meth:`PallocData.find_scavenge_candidate`,
-``pageAlloc`` → :class:`PageAlloc`, ``NewPageAlloc`` → :func:`new_page_alloc`, and so on.
+``pageAlloc`` → :class:`PageAlloc`, ``pageCache`` → :class:`PageCache` (``mpagecache.go``),
+``NewPageAlloc`` → :func:`new_page_alloc`, and so on.
 Where Go returns an all-ones "not found" index or a 0 address, Python returns ``None``;
 where Go throws, :class:`PageAllocError` is raised.
 """
@@ -27,6 +28,7 @@ from ._addr import (
 from ._bits import fill_aligned, find_bit_range64
 from sysmem.errors import PageAllocError
 from ._pagealloc import PageAlloc
+from ._pagecache import PAGE_CACHE_PAGES, PageCache
 from ._pallocbits import PageBits, PallocBits, PallocData
 from ._ranges import AddrRange, AddrRanges, AtomicOffAddr
 from ._scavindex import ScavChunkData, ScavengeIndex, new_scavenge_index
@@ -48,7 +50,9 @@ __all__ = [
     "BASE_CHUNK_IDX",
     "BitRange",
     "FREE_CHUNK_SUM",
+    "PAGE_CACHE_PAGES",
     "PageAlloc",
+    "PageCache",
     "PageAllocError",
     "PageBits",
     "PallocBits",

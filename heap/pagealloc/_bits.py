@@ -58,16 +58,34 @@ def first_run(c: int, n: int) -> int | None:
     return (c & -c).bit_length() - 1
 
 
+#: Up to this many runs, longest_run visits them one by one (about four big-int
+#: operations each) rather than searching by doubling (about twenty in all).
+_FEW_RUNS = 6
+
+
 def longest_run(c: int) -> int:
     """Length of the longest run of 1 bits in ``c`` (0 when ``c`` is 0).
 
-    First double the tested length (ones-runs of >= 1, 2, 4, ... survive) until nothing
+    With many runs: first double the tested length (ones-runs of >= 1, 2, 4, ... survive) until nothing
     survives, then add back the powers of two below the last success from largest to
     smallest, keeping each that still leaves a survivor: a binary search costing
     O(log max) big-int operations.
     """
     if c == 0:
         return 0
+    if (c & ~(c << 1)).bit_count() <= _FEW_RUNS:
+        # Few runs (the usual chunk: a used part and a free part or two): visit each.
+        # Adding its lowest bit to c carries through the lowest run, clearing it and
+        # setting the bit above, so c & ~(c + low) is exactly that run.
+        best = 0
+        while c:
+            low = c & -c
+            nxt = c + low
+            n = (c & ~nxt).bit_length() - low.bit_length() + 1
+            if n > best:
+                best = n
+            c &= nxt
+        return best
     levels = [c]  # levels[k]: bit i set iff bits i .. i + 2**k - 1 are all set
     length = 1
     while True:

@@ -46,6 +46,7 @@ from ..constants import (
 )
 from ._addr import align_down, align_up, chunk_base, chunk_index, from_off, off
 from ._bits import CHUNK_MASK, WORD_MASK, WORDS_PER_CHUNK, tz
+from ._pagecache import PAGE_CACHE_PAGES, PageCache
 from sysmem.errors import PageAllocError
 from ._pallocbits import PallocBits, PallocData, _flat_views
 from ._ranges import AddrRange, AddrRanges
@@ -268,6 +269,27 @@ class PageAlloc:
             if blk[sc & 7] == y:
                 return  # nothing above can change either
             blk[sc & 7] = y
+            # One chunk changed, so one entry per level above it: walk that path (the
+            # general walk below gives the same; this is the common case, made cheap).
+            i = sc
+            for _shift, child_log, free_child, free_parent, children_of, blocks in self._walk_up:
+                i >>= 3  # the parent's index; its children are block i of the level below
+                ch = children_of[i]
+                first = ch[0]
+                if (first == 0 or first == free_child) and ch.count(first) == 8:
+                    s = 0 if first == 0 else free_parent
+                else:
+                    s = merge_summaries(ch, child_log)
+                if blocks is None:
+                    if self._sum0.get(i, 0) == s:
+                        return
+                    self._sum0[i] = s
+                    return
+                pb = blocks[i >> 3]
+                if pb[i & 7] == s:
+                    return
+                pb[i & 7] = s
+            return
         elif contig:
             leaves[sc >> 3][sc & 7] = self.chunk_of(sc).summarize_packed()
             whole = 0 if alloc else FREE_CHUNK_SUM
@@ -394,18 +416,23 @@ class PageAlloc:
             raise PageAllocError("bad summary data", f"level {level}, block {i}, npages {npages}")
 
         # Descended to a single chunk whose longest run fits: search its bitmap.
-        ci = i
-        j, sidx = self.chunk_of(ci).find(npages, 0)
-        if j is None:
-            raise PageAllocError("bad summary data", f"chunk {ci:#x} has no run of {npages} pages")
-        cb = ci << LOG_PALLOC_CHUNK_BYTES
-        a = cb + sidx * PAGE_SIZE
-        top = cb + PALLOC_CHUNK_BYTES - 1
+        addr_off, a = self._find_in_chunk(i, npages, 0)
+        top = (i << LOG_PALLOC_CHUNK_BYTES) + PALLOC_CHUNK_BYTES - 1
         if ff_base <= a and top <= ff_bound:
             ff_base = a
         elif not (top < ff_base or ff_bound < a):
             raise PageAllocError("range partially overlaps", f"{from_off(a):#x}")
-        return from_off(cb + j * PAGE_SIZE), self.find_mapped_addr(from_off(ff_base))
+        return from_off(addr_off), self.find_mapped_addr(from_off(ff_base))
+
+    def _find_in_chunk(self, ci: int, npages: int, pidx: int) -> tuple[int, int]:
+        """Search chunk ``ci`` (whose summary says it fits) for ``npages`` free pages
+        from the word of page ``pidx``: (offset of the run, offset of the first free
+        page seen)."""
+        j, sidx = self.chunk_of(ci).find(npages, pidx)
+        if j is None:
+            raise PageAllocError("bad summary data", f"chunk {ci:#x} has no run of {npages} pages from page {pidx}")
+        cb = ci << LOG_PALLOC_CHUNK_BYTES
+        return cb + j * PAGE_SIZE, cb + sidx * PAGE_SIZE
 
     # --- allocating and freeing ---------------------------------------------------------
 
@@ -425,12 +452,7 @@ class PageAlloc:
             # Fast path: it may fit in the rest of search_addr's chunk.
             blk = self._sumb[_LEAF].get(ci >> 3)
             if blk is not None and sum_max(blk[ci & 7]) >= npages:
-                j, sidx = self.chunk_of(ci).find(npages, pidx)
-                if j is None:
-                    raise PageAllocError("bad summary data", f"chunk {ci:#x} search from page {pidx}")
-                cb = ci << LOG_PALLOC_CHUNK_BYTES
-                addr_off = cb + j * PAGE_SIZE
-                new_search = cb + sidx * PAGE_SIZE
+                addr_off, new_search = self._find_in_chunk(ci, npages, pidx)
         if addr_off < 0:
             addr, sa = self.find(npages)
             if addr is None:
@@ -475,6 +497,53 @@ class PageAlloc:
             index.alloc(ec, ei + 1)
         self.update(base, npages, True, True)
         return scav * PAGE_SIZE
+
+    def alloc_to_cache(self) -> PageCache:
+        """Move the 64-page aligned block holding the lowest free page into a new
+        :class:`PageCache` (Go's ``allocToCache``); an empty cache when no page is free.
+
+        Every free page of the block is marked allocated and unscavenged here; the
+        cache remembers which of them were scavenged. ``search_addr`` moves to the
+        block's last page: everything below it is now in use or in the cache.
+        """
+        s_off = self._search
+        ci = s_off >> LOG_PALLOC_CHUNK_BYTES
+        if ci >= self.end:
+            return PageCache()  # search_addr is past every chunk: out of memory
+        blk = self._sumb[_LEAF].get(ci >> 3)
+        if blk is not None and blk[ci & 7] != 0:
+            # search_addr's chunk has a free page: the first one at or after it.
+            chunk = self.chunk_of(ci)
+            j, _ = chunk.find(1, (s_off >> PAGE_SHIFT) & _CHUNK_PAGE_MASK)
+            if j is None:
+                raise PageAllocError("bad summary data", f"chunk {ci:#x} has no free page")
+            base = chunk_base(ci) + (j & -PAGE_CACHE_PAGES) * PAGE_SIZE
+        else:
+            addr, _ = self.find(1)
+            if addr is None:
+                self._search = _MAX_OFF  # not one free page: remember the heap is full
+                return PageCache()
+            ci = chunk_index(addr)
+            chunk = self.chunk_of(ci)
+            j = (addr >> PAGE_SHIFT) & _CHUNK_PAGE_MASK
+            base = addr & -(PAGE_CACHE_PAGES * PAGE_SIZE)
+        free = ~chunk.pages64(j) & WORD_MASK
+        scav = chunk.scavenged.block64(j)
+        pi = j & -PAGE_CACHE_PAGES
+        chunk.alloc_pages64(pi, free)
+        chunk.scavenged.clear_block64(pi, free & scav)  # only the pages now cached
+        self.update(base, PAGE_CACHE_PAGES, False, True)  # not one contiguous run
+        self.scav_index.alloc(ci, free.bit_count())
+        # The block's last page rather than the page after it: search_addr may not
+        # point into memory the heap never grew (the block may end the heap).
+        self._search = off(base + (PAGE_CACHE_PAGES - 1) * PAGE_SIZE)
+        return PageCache(base, free, scav)
+
+    def lower_search_addr(self, addr: int) -> None:
+        """Pages at ``addr`` became free: make sure ``search_addr`` is not above it."""
+        b = off(addr)
+        if b < self._search:
+            self._search = b
 
     def free(self, base: int, npages: int) -> None:
         """Return [base, base + npages pages) to the allocator (pages must be in use)."""

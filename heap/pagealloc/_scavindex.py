@@ -213,44 +213,39 @@ class ScavengeIndex:
         cursor.clear()
         return 0, 0
 
-    def alloc(self, ci: int, npages: int) -> None:
-        """``npages`` were allocated in chunk ``ci``."""
-        # Same as load / ScavChunkData.alloc / store, on the packed value directly
-        # (this runs on every allocation).
+    def _rolled(self, ci: int) -> tuple[int, int, int]:
+        # Chunk ci's packed word (registering the chunk if new), its in-use count and
+        # its last-generation count as of the current generation: the first update in
+        # a new generation makes the current count last generation's (Go's alloc and
+        # free on scavChunkData), done here on the packed value (this runs on every
+        # allocation and free).
         v = self.chunks.get(ci)
         if v is None:
             v = 0
             insort(self._known, ci)
         in_use = v & _U16
+        if (v >> 32) != self.gen:
+            return v, in_use, in_use & SCAV_CHUNK_IN_USE_MASK
+        return v, in_use, (v >> 16) & SCAV_CHUNK_IN_USE_MASK
+
+    def alloc(self, ci: int, npages: int) -> None:
+        """``npages`` were allocated in chunk ``ci``."""
+        v, in_use, last = self._rolled(ci)
         if in_use + npages > PALLOC_CHUNK_PAGES:
             raise PageAllocError("too many pages allocated in chunk?", f"inUse={in_use} npages={npages}")
-        gen = self.gen
-        if (v >> 32) != gen:
-            last = in_use & SCAV_CHUNK_IN_USE_MASK
-        else:
-            last = (v >> 16) & SCAV_CHUNK_IN_USE_MASK
         in_use += npages
         flags = (v >> _FLAG_SHIFT) & SCAV_CHUNK_FLAGS_MASK
         if in_use == PALLOC_CHUNK_PAGES:
             flags &= ~SCAV_CHUNK_HAS_FREE
-        self.chunks[ci] = in_use | (last << 16) | (flags << _FLAG_SHIFT) | (gen << 32)
+        self.chunks[ci] = in_use | (last << 16) | (flags << _FLAG_SHIFT) | (self.gen << 32)
 
     def free(self, ci: int, page: int, npages: int) -> None:
         """``npages`` starting at page ``page`` of chunk ``ci`` were freed."""
-        v = self.chunks.get(ci)
-        if v is None:
-            v = 0
-            insort(self._known, ci)
-        in_use = v & _U16
+        v, in_use, last = self._rolled(ci)
         if in_use < npages:
             raise PageAllocError("allocated pages below zero?", f"inUse={in_use} npages={npages}")
-        gen = self.gen
-        if (v >> 32) != gen:
-            last = in_use & SCAV_CHUNK_IN_USE_MASK
-        else:
-            last = (v >> 16) & SCAV_CHUNK_IN_USE_MASK
         flags = ((v >> _FLAG_SHIFT) & SCAV_CHUNK_FLAGS_MASK) | SCAV_CHUNK_HAS_FREE
-        self.chunks[ci] = (in_use - npages) | (last << 16) | (flags << _FLAG_SHIFT) | (gen << 32)
+        self.chunks[ci] = (in_use - npages) | (last << 16) | (flags << _FLAG_SHIFT) | (self.gen << 32)
         addr = (chunk_base(ci) + (page + npages - 1) * PAGE_SIZE) & MASK64
         if off(self.free_hwm) < off(addr):
             self.free_hwm = addr

@@ -96,16 +96,12 @@ def merge_summaries(sums: Sequence[int], log_max_pages_per_sum: int) -> int:
     """
     full = 1 << log_max_pages_per_sum
     free = _FREE_BY_LOG[log_max_pages_per_sum] if log_max_pages_per_sum < len(_FREE_BY_LOG) else pack_palloc_sum(full, full, full)
-    p = sums[0]
-    if p & _ALL_MAX_BIT:
-        start = most = end = MAX_PACKED_VALUE
-    else:
-        start = p & _FIELD_MASK
-        most = (p >> _SHIFT_MAX) & _FIELD_MASK
-        end = (p >> _SHIFT_END) & _FIELD_MASK
-    i = 0
-    for p in sums[1:]:
-        i += full
+    # Starting from nothing (0, 0, 0) at offset 0, the first child's step leaves
+    # exactly its own (start, max, end), as Go's starting from it does.
+    start = most = end = 0
+    i = -full
+    for p in sums:
+        i += full  # first page of this child
         if p == 0:
             if end > most:
                 most = end
@@ -135,4 +131,8 @@ def merge_summaries(sums: Sequence[int], log_max_pages_per_sum: int) -> int:
             end += full
         else:
             end = ei
-    return pack_palloc_sum(start, most, end)
+    # pack_palloc_sum inlined (this runs several times per allocation): only a
+    # completely free stretch reaches the all-max value, and then all three do.
+    if most == MAX_PACKED_VALUE:
+        return _ALL_MAX_BIT
+    return start | (most << _SHIFT_MAX) | (end << _SHIFT_END)

@@ -70,14 +70,9 @@ def make_palloc_bits(ranges: Iterable[tuple[int, int]]) -> PallocBits:
 
 def make_palloc_data(alloc: Iterable[tuple[int, int]], scavenged: Iterable[tuple[int, int]]) -> PallocData:
     """Bitmaps with the given allocated and scavenged ranges (Go's ``makePallocData``)."""
-    d = PallocData()
-    for i, n in alloc:
-        if n:
-            d.alloc_range(i, n)
-    for i, n in scavenged:
-        if n:
-            d.scavenged_set_range(i, n)
-    return d
+    # Allocating clears scavenged bits, so with the scavenged ranges applied after the
+    # allocated ones the two bitmaps are simply the two sets of ranges.
+    return PallocData(make_palloc_bits(alloc), make_palloc_bits(scavenged))
 
 
 def diff_palloc_bits(a: PageBits, b: PageBits) -> list[BitRange]:
