@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from dataclasses import asdict
 
 import numpy as np
 
@@ -125,7 +126,7 @@ class SysMem:
             if godebug is not None:
                 backend.debug = (
                     godebug if isinstance(godebug, DebugSettings)
-                    else DebugSettings.from_godebug(godebug, **vars(backend.debug))
+                    else DebugSettings.from_godebug(godebug, **asdict(backend.debug))
                 )
             self.debug = backend.debug
         elif isinstance(godebug, DebugSettings):
@@ -138,8 +139,8 @@ class SysMem:
         self.backend = _make_backend(backend, self.debug, backend_options)
         self.page_size = self.backend.phys_page_size
         self._mask = self.page_size - 1
-        # One (non-reentrant) lock serialises the bookkeeping and the OS call it belongs to, so threads
-        # working on disjoint regions always leave the accounting exact.
+        # One (non-reentrant) lock serialises the bookkeeping and the OS call it belongs
+        # to, so threads working on disjoint regions always leave the accounting exact.
         self._lock = threading.Lock()
         self._mapped_ready = 0
         self.stats: dict[str, SysMemStat] = {
