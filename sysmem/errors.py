@@ -90,6 +90,7 @@ __all__ = [
     "ObjectBoundsError",
     "PointerSlotError",
     "InvalidPointerError",
+    "MalformedMemoryLimitError",
 ]
 
 
@@ -259,5 +260,3 @@ class MalformedMemoryLimitError(HeapError, ValueError):
         self.value = value
         super().__init__(f"{self.go_message}: GOMEMLIMIT={value!r}")
 
-
-__all__ += ["MalformedMemoryLimitError"]

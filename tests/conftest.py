@@ -71,11 +71,13 @@ def linux_sm(make_sm) -> SysMem:
 
 
 def pytest_collection_modifyitems(config, items):
-    """``slow`` cases stay out of the default run (which still covers every feature);
-    ``-m slow`` runs them."""
-    if "slow" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="slow: run with -m slow")
-    for item in items:
-        if item.get_closest_marker("slow"):
-            item.add_marker(skip)
+    """``slow`` cases and ``go`` comparisons with Go's own runtime stay out of the default
+    run (which still covers every feature); ``-m slow`` / ``-m go`` run them."""
+    expr = config.getoption("markexpr") or ""
+    for mark in ("slow", "go"):
+        if mark in expr:
+            continue
+        skip = pytest.mark.skip(reason=f"{mark}: run with -m {mark}")
+        for item in items:
+            if item.get_closest_marker(mark):
+                item.add_marker(skip)

