@@ -121,16 +121,20 @@ class _Linux(_Personality):
             self._name(p, n, name)
         return p
 
-    def map(self, v: int, n: int, name: str) -> None:
-        if self.b._take_failure("map"):
+    def _map_rw_or_throw(self, v: int, n: int, inject_enomem: bool, throw: str) -> None:
+        """mmap(v, n, RW, MAP_FIXED) where Go throws: out of memory on ENOMEM (here also
+        an injected one), ``throw`` on any other failure."""
+        if inject_enomem:
             self.b._log("mmap", v, n, _RW, _FIXED, "ENOMEM")
             raise SysOutOfMemoryError(
                 f"runtime: out of memory (mmap(0x{v:x}, {n}) failed with ENOMEM: injected)")
         err = self._mmap_fixed(v, n, _RW)
         if err is not None:
-            raise RuntimeThrowError(
-                f"runtime: cannot map pages in arena address space "
-                f"(mmap(0x{v:x}, {n}) failed with {err})")
+            raise RuntimeThrowError(f"runtime: {throw} (mmap(0x{v:x}, {n}) failed with {err})")
+
+    def map(self, v: int, n: int, name: str) -> None:
+        self._map_rw_or_throw(v, n, self.b._take_failure("map"),
+                              "cannot map pages in arena address space")
         self._name(v, n, name)
         if self.b.debug.disablethp:
             self.no_huge_page(v, n)
@@ -167,15 +171,7 @@ class _Linux(_Personality):
         failing = self.b._take_failure("used")
         if self.b.debug.harddecommit <= 0:
             return
-        if failing:
-            self.b._log("mmap", v, n, _RW, _FIXED, "ENOMEM")
-            raise SysOutOfMemoryError(
-                f"runtime: out of memory (mmap(0x{v:x}, {n}) failed with ENOMEM: injected)")
-        err = self._mmap_fixed(v, n, _RW)
-        if err is not None:
-            raise RuntimeThrowError(
-                f"runtime: cannot remap pages in address space "
-                f"(mmap(0x{v:x}, {n}) failed with {err})")
+        self._map_rw_or_throw(v, n, failing, "cannot remap pages in address space")
         self._name(v, n, "used")
 
     def huge_page(self, v: int, n: int) -> None:
