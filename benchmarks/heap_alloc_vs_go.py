@@ -9,8 +9,8 @@ In one run, in interleaved rounds, on one CPU:
   (``debug.SetGCPercent(-1)``: heaplab has no collector yet) and ``GOMAXPROCS=1``.
   Every round allocates from fresh memory, as a fresh heaplab heap does.
 * **heaplab scalar**: ``alloc(SIZE)`` COUNT times in a Python loop on a fresh
-  ``Heap()`` (real Linux memory, default settings).
-* **heaplab alloc_many**: one ``alloc_many(SIZE, COUNT)`` on a fresh ``Heap()``.
+  ``Heap(gogc="off")`` (real Linux memory; GC off, as on the Go side).
+* **heaplab alloc_many**: one ``alloc_many(SIZE, COUNT)`` on a fresh ``Heap(gogc="off")``.
 
 Objects are pointer-free (noscan) unless ``--scan`` is given (then Go allocates arrays
 of pointers and heaplab passes ``pointers=True``). Only the allocation loop is timed
@@ -128,7 +128,7 @@ def heaplab_round(size: int, count: int, scan: bool, many: bool) -> tuple[int, i
     """(wall ns, thread CPU ns) of one round on a fresh Heap."""
     from heap import Heap
 
-    h = Heap()
+    h = Heap(gogc="off")  # like the Go side: GC off, every object stays
     pointers = True if scan else None
     alloc = h.alloc
     clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns

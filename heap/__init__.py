@@ -3,7 +3,8 @@
 The public face is :class:`Heap` (``mallocgc`` over mcache → mcentral → mheap → page
 allocator → arenas). The layers are importable on their own for experiments:
 :mod:`heap.sizeclasses`, :mod:`heap.mspan`, :mod:`heap.mheap`, :mod:`heap.mcentral`,
-:mod:`heap.mcache`, :mod:`heap.arena` and Go's page allocator, :mod:`heap.pagealloc`.
+:mod:`heap.mcache`, :mod:`heap.arena`, Go's page allocator, :mod:`heap.pagealloc`, the
+collector :mod:`heap.gc`, its pacer :mod:`heap.pacer` and :mod:`heap.metrics`.
 """
 
 from sysmem.errors import (
@@ -16,8 +17,10 @@ from sysmem.errors import (
     InvalidSizeError,
     ObjectBoundsError,
     PointerSlotError,
+    RootNotFoundError,
 )
 
+from .gc import CycleStats
 from .heap import Heap, ObjectInfo, PointerLayout
 from .mcache import MCache
 from .mcentral import MCentral
@@ -41,4 +44,6 @@ __all__ = [
     "ObjectBoundsError",
     "PointerSlotError",
     "InvalidPointerError",
+    "RootNotFoundError",
+    "CycleStats",
 ]

@@ -29,7 +29,18 @@ Deliberate differences from Go:
 * **Explicit free** (Go has none): ``free(addr)`` clears the slot's allocation bit at
   once and marks the span dirty (``needzero``); a span that becomes empty goes back to
   the mheap the way Go's sweeper returns an empty span (unless the mcache holds it:
-  then when the mcache lets it go). There is no collector yet.
+  then when the mcache lets it go). Explicit free and the collector can be mixed,
+  but the collector frees every object not reachable from the roots: malloc/free
+  trace experiments run with ``gogc="off"``.
+
+Garbage collection (:mod:`heap.gc`): :meth:`Heap.gc` (``runtime.GC``),
+:meth:`Heap.free_os_memory` (``debug.FreeOSMemory``), roots (:meth:`Heap.add_root`,
+:meth:`Heap.root_slots`), pacing by :class:`~heap.pacer.GCController` with
+``gogc``/``memory_limit`` (defaults: GOGC / GOMEMLIMIT), :meth:`Heap.metrics` and
+gctrace (``gctrace=True`` / a callable / GODEBUG=gctrace=1). A cycle can start at any
+allocation that takes a new span (or a large object, or an ``alloc_many`` batch),
+*before* that allocation: an object must be reachable from the roots by the next
+allocation call, or it may be collected.
 * **Size 0** is refused (Go hands out the address of ``zerobase``).
 * **Batches.** :meth:`Heap.alloc_many` takes whole runs of free slots per span with
   numpy, and gets the fresh spans a batch needs from the mheap in one request
@@ -46,6 +57,9 @@ from __future__ import annotations
 
 import gc as _gc
 import operator
+import os
+import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,12 +74,14 @@ from sysmem.errors import (
     InvalidSizeError,
     ObjectBoundsError,
     PointerSlotError,
+    RootNotFoundError,
 )
 
 from .constants import HEAP_ARENA_BYTES, PAGE_SHIFT, PAGE_SIZE
 from .mcache import MCache, free_slots, slot_header
 from .mcentral import MCentral
 from .mheap import MHeap
+from .pacer import GC_PERCENT_OFF, MAX_INT64, GCController, parse_byte_count, read_gogc, read_gomemlimit
 from .sizeclasses import (
     CLASS_TO_SIZE,
     MAX_SIZE_CLASS_NPAGES,
@@ -200,6 +216,9 @@ class Heap:
         seed: int = 0,
         greentea: bool = True,
         arena_metadata: bool = True,
+        gogc: int | str | None = None,
+        memory_limit: int | str | None = None,
+        gctrace=None,
         **backend_options,
     ) -> None:
         if sm is None:
@@ -238,6 +257,7 @@ class Heap:
         self._dead_spans: dict[int, tuple[int, int, int, int]] = {}
         self.mheap.on_span_free.append(self._note_dead_span)
         self._closed = False
+        self._init_gc(gogc, memory_limit, gctrace, godebug)
 
     # ======================================================================================
     # allocation
@@ -288,6 +308,8 @@ class Heap:
         # Go's nextFree slow path: mcache.refill, then the first slot of the new span.
         if self._closed:
             raise _closed_error()
+        if self._gc_armed:
+            self._maybe_gc()
         self.mcache.refill(spc)
         return next(self._nexts[spc])
 
@@ -310,6 +332,8 @@ class Heap:
         npages = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
         spc = make_span_class(0, layout is None)
         central = self.centrals[spc]
+        if self._gc_armed:
+            self._maybe_gc()
         span = central.grow(npages)
         self._init_large(span, layout)
         central.full[span.base] = span
@@ -355,6 +379,9 @@ class Heap:
         out = np.empty(n, dtype=_U64)
         if n == 0:
             return out
+        if self._gc_armed:
+            # Before the batch: its objects cannot be rooted until it returns.
+            self._maybe_gc()
         if self._dirty:
             self._flush()
         if size > MAX_SMALL_SIZE_NO_HEADER:
@@ -909,6 +936,188 @@ class Heap:
             raise _closed_error()
         return self.mheap.grow(npages)
 
+    # ======================================================================================
+    # garbage collection (heap.gc does the work; this is the Heap's face of it)
+    # ======================================================================================
+    def _init_gc(self, gogc, memory_limit, gctrace, godebug) -> None:
+        # The pacer reads Go's three memory-limit inputs straight from the accounting.
+        env_gogc = read_gogc() if gogc is None else _gogc_value(gogc)
+        limit = read_gomemlimit() if memory_limit is None else _limit_value(memory_limit)
+        mc = self.mcache
+        self.pacer = GCController(
+            env_gogc, limit,
+            mapped_ready=lambda: self.sm.mapped_ready,
+            heap_free=self.mheap.heap_free,
+            heap_alloc=lambda: mc.alloc_bytes - self._free_bytes,
+        )
+        #: mcache.alloc_bytes when the last mark ended: heap_live = heap_marked + since
+        self._alloc_at_mark = 0
+        self._roots: dict[int, int] = {}  # address -> how many times added
+        self._root_arrays: dict[int, np.ndarray] = {}  # id -> root slot array
+        self._in_gc = False
+        self._gc_armed = True
+        self._rearm()
+        if gctrace is None:
+            gctrace = _gctrace_from_godebug(godebug) or _gctrace_from_godebug(os.environ.get("GODEBUG", ""))
+        self.gctrace = gctrace
+        self._t_init = time.perf_counter_ns()
+        #: CycleStats of every cycle so far (the newest last), and totals
+        self.gc_cycles: list = []
+        self.num_gc = 0
+        self.num_forced_gc = 0
+        self.gc_pause_total_ns = 0
+
+    def _rearm(self) -> None:
+        # With GOGC=off and no memory limit the goal is "never": skip the trigger test.
+        p = self.pacer
+        self._gc_armed = not self._in_gc and not (p.gc_percent < 0 and p.memory_limit == MAX_INT64)
+
+    def _heap_live(self) -> int:
+        # Go's heapLive: the marked heap plus what was allocated since the mark. Go
+        # counts a whole span when an mcache takes it (an overestimate fixed up later);
+        # heaplab can count exactly, because it settles allocations per span anyway.
+        self.mcache.commit_all()
+        self._dirty = False
+        return self.pacer.heap_marked + self.mcache.alloc_bytes - self._alloc_at_mark
+
+    def _maybe_gc(self) -> None:
+        """The allocation slow path's trigger test (Go's mallocgc → gcTrigger.test):
+        run a cycle when heap_live has reached the pacer's trigger."""
+        if self._in_gc or self._closed:
+            return
+        p = self.pacer
+        p.heap_live = self._heap_live()
+        if p.should_start_gc():
+            self._run_gc(forced=False)
+
+    def _run_gc(self, forced: bool):
+        from .gc import collect
+        from .metrics import gctrace_line
+
+        self._settle()
+        self._in_gc = True
+        self._gc_armed = False
+        try:
+            st = collect(self, forced)
+        finally:
+            self._in_gc = False
+            self._rearm()
+        self.num_gc += 1
+        st.number = self.num_gc
+        if forced:
+            self.num_forced_gc += 1
+        self.gc_pause_total_ns += st.total_ns
+        self.gc_cycles.append(st)
+        if len(self.gc_cycles) > 1024:
+            del self.gc_cycles[:512]
+        if self.gctrace:
+            line = gctrace_line(self, st)
+            if callable(self.gctrace):
+                self.gctrace(line)
+            else:
+                sys.stderr.write(line + "\n")
+        return st
+
+    def gc(self):
+        """Run a full, blocking collection (Go's ``runtime.GC``): every object not
+        reachable from the roots is freed. Returns the cycle's :class:`~heap.gc.CycleStats`."""
+        if self._closed:
+            raise _closed_error()
+        return self._run_gc(forced=True)
+
+    def free_os_memory(self) -> int:
+        """Go's ``debug.FreeOSMemory``: a collection, then every free page released to the
+        OS (``mheap.scavenge_all``). Returns the bytes released."""
+        self.gc()
+        return self.mheap.scavenge_all()
+
+    def set_gc_percent(self, percent: int | str) -> int:
+        """``debug.SetGCPercent``: set GOGC (negative or "off" = off); returns the old value."""
+        old = self.pacer.set_gc_percent(_gogc_value(percent))
+        self._rearm()
+        return old
+
+    def set_memory_limit(self, limit: int | str) -> int:
+        """``debug.SetMemoryLimit``: set the soft memory limit in bytes (a negative value
+        only reads it; "off" = no limit); returns the old one."""
+        old = self.pacer.set_memory_limit(_limit_value(limit))
+        self._rearm()
+        return old
+
+    @property
+    def gc_percent(self) -> int:
+        return self.pacer.gc_percent
+
+    @property
+    def memory_limit(self) -> int:
+        return self.pacer.memory_limit
+
+    # -- roots -----------------------------------------------------------------------------
+    def add_root(self, addr: int) -> None:
+        """Make ``addr`` a root (like a global variable holding it): the object whose
+        slot holds it stays alive. Any 64-bit value is accepted; one that is not inside
+        a live object is ignored by the collector. Added twice, removed twice."""
+        a = _as_word(addr)
+        self._roots[a] = self._roots.get(a, 0) + 1
+
+    def remove_root(self, addr: int) -> None:
+        """Undo one :meth:`add_root`; RootNotFoundError if ``addr`` is not a root."""
+        a = _as_word(addr)
+        n = self._roots.get(a)
+        if n is None:
+            raise RootNotFoundError(f"remove_root({a:#x}): not a root")
+        if n == 1:
+            del self._roots[a]
+        else:
+            self._roots[a] = n - 1
+
+    @property
+    def roots(self) -> tuple[int, ...]:
+        """The addresses added with :meth:`add_root` (each once), lowest first. Root
+        slot arrays are in :attr:`root_arrays`."""
+        return tuple(sorted(self._roots))
+
+    def root_slots(self, n: int) -> np.ndarray:
+        """A new array of ``n`` root pointer slots (uint64, all nil): the collector reads
+        every slot, so writing an address into one keeps that object alive, overwriting
+        or zeroing it lets the object go. Millions of roots cost 8 bytes each. Keep it
+        registered until :meth:`release_root_slots`."""
+        try:
+            n = operator.index(n)
+        except TypeError:
+            raise InvalidSizeError(f"root_slots: n must be an integer, not {type(n).__name__}") from None
+        if n < 0:
+            raise InvalidSizeError(f"root_slots: n must be >= 0, got {n}")
+        arr = np.zeros(n, dtype=_U64)
+        self._root_arrays[id(arr)] = arr
+        return arr
+
+    def release_root_slots(self, slots: np.ndarray) -> None:
+        """Stop treating ``slots`` (an array from :meth:`root_slots`) as roots."""
+        if self._root_arrays.pop(id(slots), None) is None:
+            raise RootNotFoundError("release_root_slots: not a root slot array of this heap")
+
+    @property
+    def root_arrays(self) -> tuple[np.ndarray, ...]:
+        return tuple(self._root_arrays.values())
+
+    def _root_values(self) -> np.ndarray:
+        parts = [a.ravel() for a in self._root_arrays.values()]
+        if self._roots:
+            parts.append(np.fromiter(self._roots, dtype=_U64, count=len(self._roots)))
+        if not parts:
+            return np.zeros(0, dtype=_U64)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    # -- metrics ---------------------------------------------------------------------------
+    def metrics(self) -> dict:
+        """A runtime/metrics-style snapshot keyed by Go's metric names, plus
+        ``mapped_ready`` (see :mod:`heap.metrics`). Cheap: counters only."""
+        from .metrics import snapshot
+
+        self._settle()
+        return snapshot(self)
+
     # -- statistics ---------------------------------------------------------------------------
     def stats(self) -> dict:
         """Go's ``runtime.MemStats`` heap fields (bytes or counts), plus ``by_size``: per
@@ -1088,6 +1297,38 @@ def _as_word(value) -> int:
     if not -(1 << 63) <= v <= _MASK64:
         raise ValueError(f"{v} does not fit in a 64-bit word")
     return v & _MASK64
+
+
+def _gogc_value(v) -> int:
+    if isinstance(v, str):
+        if v.strip().lower() == "off":
+            return GC_PERCENT_OFF
+        return int(v)
+    return operator.index(v)
+
+
+def _limit_value(v) -> int:
+    if isinstance(v, str):
+        if v.strip().lower() == "off":
+            return MAX_INT64
+        n = parse_byte_count(v.strip())
+        if n is None:
+            raise InvalidSizeError(f"malformed memory limit {v!r}")
+        return n
+    return operator.index(v)
+
+
+def _gctrace_from_godebug(s: str | None) -> int:
+    # "gctrace=1" anywhere in a GODEBUG-style comma list (the last setting wins).
+    level = 0
+    for part in (s or "").split(","):
+        k, _, v = part.strip().partition("=")
+        if k == "gctrace":
+            try:
+                level = int(v)
+            except ValueError:
+                level = 0
+    return level
 
 
 def _hex(addr) -> str:

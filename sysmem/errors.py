@@ -49,8 +49,10 @@ the familiar built-in without knowing heaplab)::
           │                                  object's pointer mask says is not a pointer
           ├── InvalidPointerError           (ValueError) write_pointer of a target that is
           │                                  neither 0 (nil) nor inside a live object
-          └── MalformedMemoryLimitError     (ValueError) a GOMEMLIMIT value Go's
-                                             readGOMEMLIMIT throws on ("malformed GOMEMLIMIT")
+          ├── MalformedMemoryLimitError     (ValueError) a GOMEMLIMIT value Go's
+          │                                  readGOMEMLIMIT throws on ("malformed GOMEMLIMIT")
+          └── RootNotFoundError             (KeyError) remove_root / release_root_slots of
+                                             something that is not a root of the heap
 
 Messages say what Go would have said where Go throws, followed by what heaplab saw.
 """
@@ -91,6 +93,7 @@ __all__ = [
     "PointerSlotError",
     "InvalidPointerError",
     "MalformedMemoryLimitError",
+    "RootNotFoundError",
 ]
 
 
@@ -260,3 +263,11 @@ class MalformedMemoryLimitError(HeapError, ValueError):
         self.value = value
         super().__init__(f"{self.go_message}: GOMEMLIMIT={value!r}")
 
+
+class RootNotFoundError(HeapError, KeyError):
+    """``remove_root`` of an address that is not a root (or one removed as often as it
+    was added), or ``release_root_slots`` of an array the heap did not hand out or
+    already released. Nothing changed."""
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return str(self.args[0]) if self.args else ""
