@@ -50,6 +50,10 @@ class Run:
         """Bytes in the run."""
         return self.end - self.start
 
+    def __repr__(self) -> str:
+        stat = self.stat.name if self.stat is not None else None
+        return f"Run([{self.start:#x}, {self.end:#x}) {self.state.name}, {self.size:#x} bytes, stat={stat})"
+
 
 class Region:
     """One live region: [base, base+size) and the VMA name it was created with."""

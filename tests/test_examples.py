@@ -24,3 +24,14 @@ def test_demo_main_job(madvdontneed, capsys):
     out = capsys.readouterr().out
     assert "agreed at every step" in out
     assert ("MADV_DONTNEED" if madvdontneed else "MADV_FREE") in out
+
+
+def test_readme_snippets_run():
+    """Every ```python block of the README runs as written."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
