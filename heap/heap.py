@@ -963,6 +963,9 @@ class Heap:
         self._t_init = time.perf_counter_ns()
         #: CycleStats of every cycle so far (the newest last), and totals
         self.gc_cycles: list = []
+        #: callables run with the cycle's CycleStats at the end of every collection
+        #: (where Go's gcMarkTermination hands over to the scavenger's pacing)
+        self.on_gc_end: list = []
         self.num_gc = 0
         self.num_forced_gc = 0
         self.gc_pause_total_ns = 0
@@ -1010,6 +1013,8 @@ class Heap:
         self.gc_cycles.append(st)
         if len(self.gc_cycles) > 1024:
             del self.gc_cycles[:512]
+        for hook in self.on_gc_end:
+            hook(st)
         if self.gctrace:
             line = gctrace_line(self, st)
             if callable(self.gctrace):

@@ -117,6 +117,18 @@ def test_allocation_triggers_gc(make_heap):
     h.check()
 
 
+def test_gc_end_hooks_see_every_cycle(make_heap):
+    """on_gc_end is where the scavenger will pace itself, as Go's does after each cycle."""
+    h = make_heap(gogc=100)
+    seen = []
+    h.on_gc_end.append(seen.append)
+    for _ in range(20):
+        h.alloc_many(4096, 256)  # garbage: cycles start at the trigger
+    h.gc()
+    assert [st.number for st in seen] == list(range(1, h.num_gc + 1))
+    assert seen[-1] is h.gc_cycles[-1]
+
+
 def test_gogc_off_never_collects(make_heap):
     h = make_heap(gogc="off")
     for _ in range(20):
