@@ -44,6 +44,7 @@ overhead; nothing is per object in Python.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -70,6 +71,20 @@ _SMALL_FRONTIER = 48
 #: with more pointers than _BIG_OBJECT (a Python loop over them would be slow)
 _BIG_STACK = 4096
 _BIG_OBJECT = 512
+#: pointer values resolved per piece (temporaries of 8 MiB each)
+_RESOLVE_CHUNK = 1 << 20
+#: worker threads for the big numpy passes (numpy releases the GIL in them)
+_THREADS = min(2, os.cpu_count() or 1)
+_POOL = None
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="heaplab-gc")
+    return _POOL
 
 
 @dataclass
@@ -143,14 +158,101 @@ class _SpanTable:
             pages = np.arange(total, dtype=np.int64) - starts_in_run + np.repeat(first_page, self.npages)
             table[pages] = np.repeat(np.arange(n, dtype=np.int32), self.npages)
             self.table = table
+            self._build_direct(table)
         else:
             self._order = np.argsort(self.base)
             self._sorted_base = self.base[self._order]
 
-    def resolve(self, vals: np.ndarray) -> np.ndarray:
+    def _build_direct(self, table: np.ndarray) -> None:
+        """Arrays for the branch-free page-table resolve: every per-span array gets a
+        sentinel entry ``n`` (no span: zero object area), the page table one extra
+        page (index ``npages_range``, where out-of-range addresses are clamped) holding
+        the sentinel, and the alloc bits a sentinel object ``nobjs`` (never allocated).
+        Slot indices use Go's ``divMagic`` multiply-shift where it is exact for every
+        offset in the span (checked here per span shape), else a division."""
+        n = self.n
+        tx = np.empty(len(table) + 1, np.intp if len(table) <= (4 << 20) else np.int32)
+        tx[:-1] = table
+        tx[-1] = n
+        tx[tx < 0] = n
+        self._tx = tx
+        self._npr = _U64(len(table))
+        self._base_x = np.append(self.base, _U64(0))
+        self._limit_x = np.append(self.limit_off, _U64(0))
+        self._fgid_x = np.append(self.first_gid[:-1], np.int64(0))
+        self._alloc_x = np.append(self.allocated, False)
+        # magic multipliers per span shape (elemsize, nelems)
+        divmul = np.zeros(n + 1, _U64)
+        exact = True
+        small = np.flatnonzero(self.nelems > 1)
+        if len(small):
+            es = self.elemsize[small]
+            ne = self.nelems[small]
+            key = es * _U64(1 << 24) + ne.astype(_U64)
+            ukey, inv = np.unique(key, return_inverse=True)
+            mags = np.zeros(len(ukey), _U64)
+            for j, k in enumerate(ukey.tolist()):
+                e, ne_j = k >> 24, k & ((1 << 24) - 1)
+                if e >= (1 << 32) or e * ne_j >= (1 << 31):
+                    exact = False
+                    break
+                m = ((1 << 32) - 1) // e + 1
+                offs = np.arange(e * ne_j, dtype=_U64)
+                if not np.array_equal((offs * _U64(m)) >> _U64(32), offs // _U64(e)):
+                    exact = False
+                    break
+                mags[j] = m
+            divmul[small] = mags[inv.ravel()]
+        self._divmul_x = divmul if exact else None
+        self._elem_x = np.append(self.elemsize, _U64(1))
+
+    def _resolve_direct(self, vals: np.ndarray, threads: bool = True) -> np.ndarray:
+        nv = len(vals)
+        if nv <= _RESOLVE_CHUNK:
+            return self._resolve_chunk(vals)
+        # in cache-sized pieces (temporaries are reused, not page-faulted in afresh),
+        # split over two threads: numpy releases the GIL for these operations
+        out = np.empty(nv, np.int64)
+        bounds = list(range(0, nv, _RESOLVE_CHUNK))
+
+        def work(a: int) -> None:
+            b = min(nv, a + _RESOLVE_CHUNK)
+            out[a:b] = self._resolve_chunk(vals[a:b])
+
+        if threads and _THREADS > 1 and len(bounds) > 1:
+            list(_pool().map(work, bounds))
+        else:
+            for a in bounds:
+                work(a)
+        return out
+
+    def _resolve_chunk(self, vals: np.ndarray) -> np.ndarray:
+        page = vals - _U64(self.lo)  # wraps below lo: clamped next
+        page >>= _U64(PAGE_SHIFT)
+        np.minimum(page, self._npr, out=page)
+        s = self._tx[page.view(np.int64)]
+        del page
+        off = vals - self._base_x[s]
+        inside = off < self._limit_x[s]
+        if self._divmul_x is not None:
+            off *= self._divmul_x[s]
+            off >>= _U64(32)
+        else:
+            off //= self._elem_x[s]
+        gid = off.view(np.int64)
+        gid += self._fgid_x[s]
+        del s
+        np.putmask(gid, ~inside, self.nobjs)
+        ok = self._alloc_x[gid]
+        np.putmask(gid, ~ok, -1)
+        return gid
+
+    def resolve(self, vals: np.ndarray, threads: bool = True) -> np.ndarray:
         """gid of the allocated object whose slot holds each address in ``vals``
         (uint64), or -1 where there is none (nil, not a heap address, a free slot, a
         span's tail past its last object)."""
+        if self.n and len(vals) and self.table is not None:
+            return self._resolve_direct(np.asarray(vals).astype(_U64, copy=False), threads)
         out = np.full(len(vals), -1, np.int64)
         if not self.n or not len(vals):
             return out
@@ -200,26 +302,41 @@ class MarkResult:
 
 
 def _gather(tab: _SpanTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every pointer word of every allocated object in a scan span: (source gid,
-    target gid or -1, pointer-word count per gid). Sources come out sorted."""
+    """Every pointer word of every allocated object in a scan span, resolved: (target
+    gids of the non-dropped edges, in source-gid order; their count per source gid;
+    the pointer-word count per gid, dropped ones included)."""
     spans = tab.spans
-    srcs: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
     spc = tab.spc
+    nobjs = tab.nobjs
+    raw_counts = np.zeros(nobjs, np.int64)
+    kept_counts = np.zeros(nobjs, np.int64)
     if not tab.n:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), kept_counts, raw_counts
     # spans are sorted by span class: find each class's run
     bounds = np.flatnonzero(np.diff(spc)) + 1
     starts = np.concatenate(([0], bounds)).tolist()
     stops = np.concatenate((bounds, [tab.n])).tolist()
     first_gid = tab.first_gid
+    jobs: list[tuple] = []
     for a, b in zip(starts, stops):
         c = int(spc[a])
         if c & 1:
             continue  # noscan: never scanned
         if c >> 1 == 0:
-            # large scan objects: one per span, sizes vary; one at a time
-            for i in range(a, b):
+            jobs.append((a, b, 0, 0, 0))  # large scan objects: one per span
+            continue
+        nel = int(tab.nelems[a])
+        wpe = int(tab.elemsize[a]) >> 3
+        sw = nel * wpe
+        per = max(1, _CHUNK_WORDS // sw)
+        for c0 in range(a, b, per):
+            jobs.append((c0, min(b, c0 + per), nel, wpe, sw))
+
+    def job(j: tuple) -> np.ndarray | None:
+        c0, c1, nel, wpe, sw = j
+        if not nel:
+            srcs, vals = [], []
+            for i in range(c0, c1):
                 sp = spans[i]
                 if not sp.alloc_count:
                     continue
@@ -227,36 +344,45 @@ def _gather(tab: _SpanTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 if len(pos):
                     vals.append(sp.words[pos])
                     srcs.append(np.full(len(pos), first_gid[i], np.int64))
-            continue
-        nel = int(tab.nelems[a])
-        wpe = int(tab.elemsize[a]) >> 3
-        sw = nel * wpe
-        per = max(1, _CHUNK_WORDS // sw)
-        for c0 in range(a, b, per):
-            group = [sp for sp in spans[c0:min(b, c0 + per)] if sp.alloc_count]
-            if not group:
-                continue
-            gids = np.fromiter((first_gid[tab_index] for tab_index in range(c0, min(b, c0 + per))
-                                if spans[tab_index].alloc_count), np.int64, len(group))
+            if not srcs:
+                return None
+            src = np.concatenate(srcs)
+            val = np.concatenate(vals)
+        else:
+            idx = [i for i in range(c0, c1) if spans[i].alloc_count]
+            if not idx:
+                return None
+            group = [spans[i] for i in idx]
+            gids = first_gid[idx]
             m = len(group)
             mask = np.stack([sp.ptr_mask[:sw] for sp in group]).reshape(m, nel, wpe)
             mask &= np.stack([sp.alloc_bits for sp in group])[:, :, None]
             pos = np.flatnonzero(mask)
             del mask
             if not len(pos):
-                continue
+                return None
             words = np.stack([sp.words[:sw] for sp in group]).reshape(-1)
-            vals.append(words[pos])
+            val = words[pos]
             del words
-            srcs.append(gids[pos // sw] + (pos % sw) // wpe)
-    if srcs:
-        src = np.concatenate(srcs)
-        val = np.concatenate(vals)
+            src = gids[pos // sw] + (pos % sw) // wpe
+            del pos
+        g0, g1 = int(first_gid[c0]), int(first_gid[c1])
+        raw_counts[g0:g1] = np.bincount(src - g0, minlength=g1 - g0)
+        tgt = tab.resolve(val, threads=False)
+        keep = tgt >= 0
+        if not keep.all():
+            tgt = tgt[keep]
+            src = src[keep]
+        kept_counts[g0:g1] = np.bincount(src - g0, minlength=g1 - g0)
+        return tgt
+
+    if _THREADS > 1 and len(jobs) > 1:
+        parts = list(_pool().map(job, jobs))
     else:
-        src = np.zeros(0, np.int64)
-        val = np.zeros(0, _U64)
-    counts = np.bincount(src, minlength=tab.nobjs)
-    return src, tab.resolve(val), counts
+        parts = [job(j) for j in jobs]
+    parts = [p for p in parts if p is not None and len(p)]
+    tgt = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return tgt, kept_counts, raw_counts
 
 
 def mark(heap: Heap, spans: list) -> MarkResult:
@@ -264,23 +390,22 @@ def mark(heap: Heap, spans: list) -> MarkResult:
     span, mcaches already flushed)."""
     tab = _SpanTable(spans)
     t0 = time.perf_counter_ns()
-    src, tgt, raw_counts = _gather(tab)
-    keep = tgt >= 0
-    if not keep.all():
-        src, tgt = src[keep], tgt[keep]
-    del keep
+    tgt, kept_counts, raw_counts = _gather(tab)
     # CSR: the edges of object g are tgt[edge_start[g]:edge_start[g+1]]
     edge_start = np.zeros(tab.nobjs + 1, np.int64)
-    np.cumsum(np.bincount(src, minlength=tab.nobjs), out=edge_start[1:])
-    del src
+    np.cumsum(kept_counts, out=edge_start[1:])
+    del kept_counts
     gather_ns = time.perf_counter_ns() - t0
 
     roots = heap._root_values()
     root_words = len(roots)
     marked = np.zeros(tab.nobjs, bool)
     frontier = tab.resolve(roots)
-    frontier = np.unique(frontier[frontier >= 0])
-    marked[frontier] = True
+    frontier = frontier[frontier >= 0]
+    if len(frontier):
+        # de-duplicate through the mark bitmap (sorted, like np.unique, without a sort)
+        marked[frontier] = True
+        frontier = np.flatnonzero(marked)
     rounds = _propagate(frontier, edge_start, tgt, marked)
 
     scanned = int(raw_counts[marked].sum()) if tab.nobjs else 0
