@@ -177,6 +177,17 @@ def _size_tables() -> tuple[list[int], list[tuple[int, int]]]:
     return _TABLES
 
 
+def _as_count(n: object, op: str) -> int:
+    """A non-negative whole count, or InvalidSizeError naming ``op``."""
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise InvalidSizeError(f"{op}: n must be an integer, not {type(n).__name__}") from None
+    if n < 0:
+        raise InvalidSizeError(f"{op}: n must be >= 0, got {n}")
+    return n
+
+
 def _as_size(size: object) -> int:
     try:
         n = operator.index(size)
@@ -369,12 +380,7 @@ class Heap:
         if self._closed:
             raise _closed_error()
         size = _as_size(size)
-        try:
-            n = operator.index(n)
-        except TypeError:
-            raise InvalidSizeError(f"n must be an integer, not {type(n).__name__}") from None
-        if n < 0:
-            raise InvalidSizeError(f"n must be >= 0, got {n}")
+        n = _as_count(n, "alloc_many")
         layout = self._layout(size, pointers)
         out = np.empty(n, dtype=_U64)
         if n == 0:
@@ -1087,13 +1093,7 @@ class Heap:
         every slot, so writing an address into one keeps that object alive, overwriting
         or zeroing it lets the object go. Millions of roots cost 8 bytes each. Keep it
         registered until :meth:`release_root_slots`."""
-        try:
-            n = operator.index(n)
-        except TypeError:
-            raise InvalidSizeError(f"root_slots: n must be an integer, not {type(n).__name__}") from None
-        if n < 0:
-            raise InvalidSizeError(f"root_slots: n must be >= 0, got {n}")
-        arr = np.zeros(n, dtype=_U64)
+        arr = np.zeros(_as_count(n, "root_slots"), dtype=_U64)
         self._root_arrays[id(arr)] = arr
         return arr
 
