@@ -4,7 +4,8 @@ The public face is :class:`Heap` (``mallocgc`` over mcache → mcentral → mhea
 allocator → arenas). The layers are importable on their own for experiments:
 :mod:`heap.sizeclasses`, :mod:`heap.mspan`, :mod:`heap.mheap`, :mod:`heap.mcentral`,
 :mod:`heap.mcache`, :mod:`heap.arena`, Go's page allocator, :mod:`heap.pagealloc`, the
-collector :mod:`heap.gc`, its pacer :mod:`heap.pacer` and :mod:`heap.metrics`.
+collector :mod:`heap.gc`, its pacer :mod:`heap.pacer`, :mod:`heap.metrics` and the
+heap's time, :mod:`heap.clock`.
 """
 
 from sysmem.errors import (
@@ -20,6 +21,7 @@ from sysmem.errors import (
     RootNotFoundError,
 )
 
+from .clock import Clock, RealClock, VirtualClock
 from .gc import CycleStats
 from .heap import Heap, ObjectInfo, PointerLayout
 from .mcache import MCache
@@ -46,4 +48,7 @@ __all__ = [
     "InvalidPointerError",
     "RootNotFoundError",
     "CycleStats",
+    "Clock",
+    "VirtualClock",
+    "RealClock",
 ]

@@ -144,10 +144,13 @@ class HeapArena:
     ``spans``: int32 per page, the id of the in-use span holding it (0 = none).
     ``zeroed_base``: offset in the arena of the first byte never handed out; memory
     below it may be dirty. Only grows. ``meta_addr``/``meta_bytes``: where the metadata
-    lives in sysmem (0 when not modelled).
+    lives in sysmem (0 when not modelled). ``freed_at``: int64 per page, when the page
+    last became free (clock nanoseconds: joining the heap on growth, or its span being
+    freed), -1 for pages never free; stale while a span holds the page. heaplab's own
+    instrumentation for time-based release policies, so not counted as Go metadata.
     """
 
-    __slots__ = ("index", "base", "spans", "zeroed_base", "meta_addr", "meta_bytes")
+    __slots__ = ("index", "base", "spans", "zeroed_base", "meta_addr", "meta_bytes", "freed_at")
 
     def __init__(self, index: int, base: int, spans: np.ndarray, meta_addr: int = 0, meta_bytes: int = 0) -> None:
         self.index = index
@@ -156,6 +159,7 @@ class HeapArena:
         self.zeroed_base = 0
         self.meta_addr = meta_addr
         self.meta_bytes = meta_bytes
+        self.freed_at = np.full(len(spans), -1, dtype=np.int64)
 
     def __repr__(self) -> str:
         return f"HeapArena(#{self.index:#x} at {self.base:#x}, zeroed_base={self.zeroed_base:#x})"

@@ -77,6 +77,7 @@ from sysmem.errors import (
     RootNotFoundError,
 )
 
+from .clock import Clock
 from .constants import HEAP_ARENA_BYTES, PAGE_SHIFT, PAGE_SIZE
 from .mcache import MCache, free_slots, slot_header
 from .mcentral import MCentral
@@ -205,7 +206,8 @@ class Heap:
     personality="windows")`` a simulated one (``backend``, ``ledger``, ``godebug`` and
     any further keyword arguments go to ``SysMem``). ``Heap(sm)`` uses a given SysMem
     (one heap per SysMem: they share its heap statistics). ``arena_bytes``,
-    ``randomize_base``, ``seed``, ``greentea`` and ``arena_metadata`` go to
+    ``randomize_base``, ``seed``, ``greentea``, ``arena_metadata`` and ``clock`` (a
+    :class:`~heap.clock.Clock`; a :class:`~heap.clock.VirtualClock` by default) go to
     :class:`~heap.mheap.MHeap`.
 
     Allocation: :meth:`alloc`, :meth:`alloc_many`; freeing: :meth:`free`,
@@ -230,6 +232,7 @@ class Heap:
         gogc: int | str | None = None,
         memory_limit: int | str | None = None,
         gctrace=None,
+        clock: Clock | None = None,
         **backend_options,
     ) -> None:
         if sm is None:
@@ -247,7 +250,10 @@ class Heap:
             self.owns_sysmem = False
         self.sm = sm
         self.mheap = MHeap(sm, arena_bytes=arena_bytes, randomize_base=randomize_base,
-                           seed=seed, greentea=greentea, arena_metadata=arena_metadata)
+                           seed=seed, greentea=greentea, arena_metadata=arena_metadata,
+                           clock=clock)
+        #: the heap's time (:class:`~heap.clock.Clock`), shared with its MHeap
+        self.clock = self.mheap.clock
         self.greentea = greentea
         self.centrals = [MCentral(self.mheap, spc) for spc in range(NUM_SPAN_CLASSES)]
         self.mcache = MCache(self.centrals, NUM_SIZE_CLASSES)

@@ -66,6 +66,7 @@ from sysmem.errors import (
 )
 
 from .arena import Arenas, HeapArena
+from .clock import Clock, VirtualClock
 from .constants import (
     ARENA_BASE_OFFSET,
     HEAP_ARENA_BYTES,
@@ -151,7 +152,9 @@ class MHeap:
     ``randomize_base``/``seed``: Go's randomized heap base (hints, first-growth chunk
     and page padding), reproducibly. ``greentea``: size spans for Go's default Green
     Tea collector (inline mark bits). ``arena_metadata``: account Go's per-arena
-    metadata as ``gc_misc_sys`` memory (see :mod:`heap.arena`).
+    metadata as ``gc_misc_sys`` memory (see :mod:`heap.arena`). ``clock``: the
+    :class:`~heap.clock.Clock` that stamps when pages become free (:meth:`freed_at`);
+    a fresh :class:`~heap.clock.VirtualClock` by default.
 
     Hooks (lists; append callables): ``on_grow(base, nbytes)`` after each range is
     added to the page allocator; ``on_span_free(span)`` after a span was freed;
@@ -168,11 +171,16 @@ class MHeap:
         seed: int = 0,
         greentea: bool = True,
         arena_metadata: bool = True,
+        clock: Clock | None = None,
     ) -> None:
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(f"clock must be a heap.clock.Clock, not {type(clock).__name__}")
         other = _heaps.get(sm)
         if other is not None and other() is not None:
             raise HeapError("this SysMem already has an MHeap; use one MHeap per SysMem (they share its heap stats)")
         self.sm = sm
+        #: where page free times (:meth:`freed_at`) come from
+        self.clock: Clock = VirtualClock() if clock is None else clock
         self.greentea = greentea
         self.lock = threading.RLock()  # Go's heap lock; reentrant so hooks may call back
         self.heap_in_use = sm.stat("heap_in_use")
@@ -323,6 +331,7 @@ class MHeap:
             npad = (self.arenas.next_rand_bits(LOG_PALLOC_CHUNK_BYTES) & -PAGE_SIZE) >> PAGE_SHIFT
             if npad:
                 self.pages.mark_random_padding_pages(v, npad)
+                self._stamp_freed(v, npad, -1)
                 self.padding_pages += npad
         return total
 
@@ -332,6 +341,7 @@ class MHeap:
         self.sm.sys_map(v, n, self.heap_released, "heap")
         self.mapped_bytes += n
         self.pages.grow(v, n)
+        self._stamp_freed(v, n >> PAGE_SHIFT, self.clock.now())
 
     # --- spans ------------------------------------------------------------------------
     def alloc_span(self, npages: int, spanclass: int) -> MSpan | None:
@@ -600,15 +610,45 @@ class MHeap:
         if i + npages <= ppa:  # in one arena
             ha.spans[i : i + npages] = sid
             return
-        done = 0
-        while npages > 0:
-            ha = arenas[((base - ARENA_BASE_OFFSET) & MASK64) >> log]
-            i = (base - ha.base) >> PAGE_SHIFT
-            n = min(npages, ppa - i)
+        for ha, i, n, done in self._arena_pieces(base, npages):
             ha.spans[i : i + n] = sid if isinstance(sid, int) else sid[done : done + n]
+
+    def _arena_pieces(self, base: int, npages: int) -> Iterator[tuple[HeapArena | None, int, int, int]]:
+        # (arena or None where there is none, first page in it, pages, pages before
+        # this piece) for each arena-sized piece of [base, base + npages pages).
+        arenas = self.arenas._map
+        log, ppa = self._log_arena, self._ppa
+        done = 0
+        while done < npages:
+            key = ((base - ARENA_BASE_OFFSET) & MASK64) >> log
+            i = (((base - ARENA_BASE_OFFSET) & MASK64) >> PAGE_SHIFT) & (ppa - 1)
+            n = min(npages - done, ppa - i)
+            yield arenas.get(key), i, n, done
             base += n << PAGE_SHIFT
-            npages -= n
             done += n
+
+    # --- page free times --------------------------------------------------------------
+    def _stamp_freed(self, base: int, npages: int, t: int) -> None:
+        for ha, i, n, _ in self._arena_pieces(base, npages):
+            ha.freed_at[i : i + n] = t
+
+    def freed_at(self, addr: int, npages: int) -> np.ndarray:
+        """When each of the ``npages`` pages from page-aligned ``addr`` last became
+        free, in :attr:`clock` nanoseconds (int64): the time its span was freed, or the
+        heap grew over it. -1 for a page that is not free now (held by an in-use span,
+        never part of the heap, or Go's random-base padding). Pages in the page cache
+        are free (they keep the time they were freed). What time-based release policies
+        (purge delays, decay) read; Go itself keeps no such times."""
+        if addr & (PAGE_SIZE - 1) or addr < 0:
+            raise ValueError(f"freed_at: address {addr:#x} is not a page boundary (pages are {PAGE_SIZE} bytes)")
+        if npages < 0 or addr + (npages << PAGE_SHIFT) > MASK64 + 1:
+            raise ValueError(f"freed_at: {npages} pages from {addr:#x} is not a range of the address space")
+        out = np.full(npages, -1, dtype=np.int64)
+        with self.lock:
+            for ha, i, n, done in self._arena_pieces(addr, npages):
+                if ha is not None:
+                    out[done : done + n] = np.where(ha.spans[i : i + n] == 0, ha.freed_at[i : i + n], -1)
+        return out
 
     # --- page cache -------------------------------------------------------------------
     def flush_page_cache(self) -> None:
@@ -639,6 +679,7 @@ class MHeap:
                 )
             self._pages_not_in_use(span.base, span.npages)
             self.pages.free(span.base, span.npages)
+            self._stamp_freed(span.base, span.npages, self.clock.now())
             self._retire(span)
             for hook in self.on_span_free:
                 hook(span)
@@ -744,6 +785,16 @@ class MHeap:
         mapped_pages = sum(int(np.count_nonzero(ha.spans)) for ha in self.arenas)
         if mapped_pages != span_pages:
             out.append(f"span maps cover {mapped_pages} pages, in-use spans hold {span_pages}")
+        # Free times: every mapped page no span holds, but for the padding, has one,
+        # and none is in the future.
+        stamped = sum(int(np.count_nonzero((ha.spans == 0) & (ha.freed_at >= 0))) for ha in self.arenas)
+        free_pages = (self.mapped_bytes >> PAGE_SHIFT) - span_pages - self.padding_pages
+        if stamped != free_pages:
+            out.append(f"{stamped} pages have a free time, {free_pages} pages are free")
+        now = self.clock.now()
+        late = [ha for ha in self.arenas if len(ha.freed_at) and int(ha.freed_at.max()) > now]
+        if late:
+            out.append(f"{late[0]!r} has pages freed after the clock's now ({now} ns)")
         for s in spans:
             if s.state != SPAN_IN_USE or (s.sm is None and not s.has_view):
                 out.append(f"{s!r}: listed as in use but state {s.state!r}, or no memory to view")
