@@ -79,7 +79,7 @@ from sysmem.errors import (
 
 from .clock import Clock
 from .constants import HEAP_ARENA_BYTES, PAGE_SHIFT, PAGE_SIZE
-from .mcache import MCache, free_slots, slot_header
+from .mcache import MCache, free_slots, slot_header, touch_for_alloc
 from .mcentral import MCentral
 from .mheap import MHeap
 from .pacer import GC_PERCENT_OFF, MAX_INT64, GCController, parse_byte_count, read_gogc, read_gomemlimit
@@ -143,7 +143,7 @@ class PointerLayout:
     pointer there). ``offsets``: the pointer word indices (read-only array).
     """
 
-    __slots__ = ("id", "nwords", "offsets", "all_pointers")
+    __slots__ = ("id", "nwords", "offsets", "all_pointers", "ptr_bytes")
 
     def __init__(self, id: int, nwords: int, offsets: np.ndarray) -> None:  # noqa: A002
         self.id = id
@@ -152,6 +152,14 @@ class PointerLayout:
         offsets.flags.writeable = False
         self.offsets = offsets
         self.all_pointers = len(offsets) == nwords
+        #: bytes up to and including the last pointer word (Go's ``typ.PtrBytes``)
+        self.ptr_bytes = (int(offsets.max()) + 1) * 8 if len(offsets) else 0
+
+    def scan_bytes(self, elemsize: int, header: int) -> int:
+        """What one object of this layout adds to the scannable heap (Go's
+        ``scanAlloc``, as ``heapSetType`` returns it): the whole slot for an object with
+        a malloc header or a span of its own, else the bytes up to its last pointer."""
+        return elemsize if header else self.ptr_bytes
 
     def __repr__(self) -> str:
         what = "all" if self.all_pointers else list(self.offsets[:8]) + (["..."] if len(self.offsets) > 8 else [])
@@ -178,24 +186,24 @@ def _size_tables() -> tuple[list[int], list[tuple[int, int]]]:
     return _TABLES
 
 
-def _as_count(n: object, op: str) -> int:
-    """A non-negative whole count, or InvalidSizeError naming ``op``."""
+def _as_count(n: object, op: str, name: str = "n") -> int:
+    """A non-negative whole number (a bool is not one), or InvalidSizeError naming
+    ``op`` and the argument ``name``."""
+    if isinstance(n, (bool, np.bool_)):
+        raise InvalidSizeError(f"{op}: {name} must be an integer, not bool")
     try:
         n = operator.index(n)
     except TypeError:
-        raise InvalidSizeError(f"{op}: n must be an integer, not {type(n).__name__}") from None
+        raise InvalidSizeError(f"{op}: {name} must be an integer, not {type(n).__name__}") from None
     if n < 0:
-        raise InvalidSizeError(f"{op}: n must be >= 0, got {n}")
+        raise InvalidSizeError(f"{op}: {name} must be >= 0, got {n}")
     return n
 
 
 def _as_size(size: object) -> int:
-    try:
-        n = operator.index(size)
-    except TypeError:
-        raise InvalidSizeError(f"size must be an integer, not {type(size).__name__}") from None
-    if n <= 0:
-        raise InvalidSizeError(f"size must be positive, got {n} (heaplab has no zero-size objects)")
+    n = _as_count(size, "alloc", "size")
+    if n == 0:
+        raise InvalidSizeError("alloc: size must be positive, got 0 (heaplab has no zero-size objects)")
     return n
 
 
@@ -235,6 +243,8 @@ class Heap:
         clock: Clock | None = None,
         **backend_options,
     ) -> None:
+        # Settings first: a bad one must fail before any memory or registration exists.
+        gc_settings = _gc_settings(gogc, memory_limit, gctrace, godebug)
         if sm is None:
             sm = SysMem(
                 backend or "linux",
@@ -249,9 +259,14 @@ class Heap:
                                 "that makes its own SysMem; pass them to SysMem instead")
             self.owns_sysmem = False
         self.sm = sm
-        self.mheap = MHeap(sm, arena_bytes=arena_bytes, randomize_base=randomize_base,
-                           seed=seed, greentea=greentea, arena_metadata=arena_metadata,
-                           clock=clock)
+        try:
+            self.mheap = MHeap(sm, arena_bytes=arena_bytes, randomize_base=randomize_base,
+                               seed=seed, greentea=greentea, arena_metadata=arena_metadata,
+                               clock=clock)
+        except BaseException:
+            if self.owns_sysmem:
+                sm.close()
+            raise
         #: the heap's time (:class:`~heap.clock.Clock`), shared with its MHeap
         self.clock = self.mheap.clock
         self.greentea = greentea
@@ -274,7 +289,7 @@ class Heap:
         self._dead_spans: dict[int, tuple[int, int, int, int]] = {}
         self.mheap.on_span_free.append(self._note_dead_span)
         self._closed = False
-        self._init_gc(gogc, memory_limit, gctrace, godebug)
+        self._init_gc(*gc_settings)
 
     # ======================================================================================
     # allocation
@@ -318,7 +333,9 @@ class Heap:
             addr = self._refill_next(spc)
         self._dirty = True
         if layout is not None:
-            self._init_scan_object(self.mcache.spans[spc], addr, header, layout)
+            span = self.mcache.spans[spc]
+            self._init_scan_object(span, addr, header, layout)
+            self.pacer.update(0, layout.scan_bytes(span.elemsize, header))
         return addr
 
     def _refill_next(self, spc: int) -> int:
@@ -352,11 +369,14 @@ class Heap:
         if self._gc_armed:
             self._maybe_gc()
         span = central.grow(npages)
+        _touch_or_give_back(central, [span])
         self._init_large(span, layout)
         central.full[span.base] = span
         mc = self.mcache
         mc.nmalloc[0] += 1
         mc.alloc_bytes += npages << PAGE_SHIFT
+        if layout is not None:
+            self.pacer.update(0, npages << PAGE_SHIFT)  # Go: the span's elemsize
         return span.base
 
     @staticmethod
@@ -414,19 +434,24 @@ class Heap:
         # How many slots the cached span and the partial spans offer; the rest must
         # come from fresh spans, taken first (all or nothing) so a failure changes nothing.
         have = 0
+        used = []  # the spans already held whose slots the batch takes
         if cached is not None:
             # All its free slots: those the mcache has not reached yet and those freed
             # since it was cached, which step 2 takes once it is back in the partial set.
             have = cached.nelems - cached.alloc_count
+            used.append(cached)
         if have < n:
             for s in central.partial.values():
                 have += s.nelems - s.alloc_count
+                used.append(s)
                 if have >= n:
                     break
         fresh: list = []
         if have < n:
             nel = self._nelems(spc)
             fresh = central.grow_many(-(-(n - have) // nel))
+        # Touch every span the batch writes through before taking any slot.
+        _touch_or_give_back(central, fresh, used)
 
         groups: list[tuple] = []  # (span, slot indices, must zero, fresh)
         got = 0
@@ -466,6 +491,8 @@ class Heap:
         # Zero what needs it, write pointer masks and headers, per span.
         for span, idx, zero, new in groups:
             self._prepare_slots(span, idx, zero, new, header, layout)
+        if layout is not None:
+            self.pacer.update(0, n * layout.scan_bytes(groups[0][0].elemsize, header))
         return out
 
     def _nelems(self, spc: int) -> int:
@@ -545,6 +572,7 @@ class Heap:
         spc = make_span_class(0, layout is None)
         central = self.centrals[spc]
         spans = central.grow_many(n, npages)
+        _touch_or_give_back(central, spans)
         full = central.full
         init = self._init_large
         for i, s in enumerate(spans):
@@ -554,6 +582,8 @@ class Heap:
         mc = self.mcache
         mc.nmalloc[0] += n
         mc.alloc_bytes += n * (npages << PAGE_SHIFT)
+        if layout is not None:
+            self.pacer.update(0, n * (npages << PAGE_SHIFT))
         return out
 
     # -- pointer layouts -------------------------------------------------------------------
@@ -573,12 +603,17 @@ class Heap:
                     raise InvalidSizeError(
                         f"pointer mask has {arr.size} entries, the {size}-byte object {nwords} words")
                 offsets = np.flatnonzero(arr)
+            elif arr.ndim == 0:
+                raise InvalidSizeError(
+                    f"pointers={pointers!r}: give pointer words as a sequence ([{pointers!r}]), "
+                    "True for all words, or None/False for none")
             elif arr.dtype.kind in "iu" or arr.size == 0:
-                offsets = np.unique(arr.astype(np.int64).ravel())
+                offsets = np.unique(arr.ravel())  # in the given dtype: no wrap-around
                 if len(offsets) and (offsets[0] < 0 or offsets[-1] >= nwords):
                     raise InvalidSizeError(
                         f"pointer word {int(offsets[0] if offsets[0] < 0 else offsets[-1])} is "
                         f"outside the {size}-byte object (words 0..{nwords - 1})")
+                offsets = offsets.astype(np.int64)
             else:
                 raise InvalidSizeError(
                     f"pointers must be None, a bool, word indices or a bool mask, not {arr.dtype} data")
@@ -711,7 +746,8 @@ class Heap:
         except (TypeError, OverflowError, ValueError) as e:
             if isinstance(e, InvalidFreeError):
                 raise
-            raise InvalidFreeError(f"free_many: addresses must be integers ({e})") from None
+            got = np.asarray(addrs).dtype if not isinstance(e, OverflowError) else "out-of-range values"
+            raise InvalidFreeError(f"free_many: addresses must be 64-bit integers, got {got}") from None
         if a.size == 0:
             return
         order = np.argsort(a, kind="stable")
@@ -862,6 +898,8 @@ class Heap:
         if found is None:
             raise ObjectBoundsError(f"write_pointer({_hex(obj)}): no live object there")
         span, slot, start, end = found
+        if isinstance(word_index, (bool, np.bool_)):
+            raise TypeError("write_pointer: word_index must be an integer, not bool")
         i = operator.index(word_index)
         if not 0 <= i < (end - start) >> 3:
             raise ObjectBoundsError(
@@ -882,7 +920,13 @@ class Heap:
     def words(self, addr: int) -> np.ndarray:
         """A uint64 view of the whole live object holding ``addr`` (from its start, header
         excluded). Writes go straight to memory, unchecked: keep pointer words valid.
-        The view pins the span's memory; drop it before the object is freed."""
+
+        Drop the view before the object is freed: like a dangling pointer, a view kept
+        past that writes into whatever lives there next, or into released pages (which
+        :meth:`check` then reports as resident). It can never crash the interpreter:
+        while it lives, sysmem refuses to make its pages inaccessible, so where released
+        memory is inaccessible (the simulated Windows) scavenging those pages raises
+        :class:`~sysmem.errors.LiveViewError` instead."""
         found = self._object_at(addr)
         if found is None:
             raise ObjectBoundsError(f"words({_hex(addr)}): no live object there")
@@ -939,22 +983,20 @@ class Heap:
             raise _closed_error()
         if nbytes is None:
             return self.mheap.scavenge_all()
-        return self.mheap.scavenge(nbytes)
+        return self.mheap.scavenge(_as_count(nbytes, "scavenge", "nbytes"))
 
     def grow(self, npages: int) -> int | None:
         """Add at least ``npages`` pages of address space to the heap (Go's
         ``mheap.grow``); returns the bytes added or None when none could be had."""
         if self._closed:
             raise _closed_error()
-        return self.mheap.grow(npages)
+        return self.mheap.grow(_as_count(npages, "grow", "npages"))
 
     # ======================================================================================
     # garbage collection (heap.gc does the work; this is the Heap's face of it)
     # ======================================================================================
-    def _init_gc(self, gogc, memory_limit, gctrace, godebug) -> None:
+    def _init_gc(self, env_gogc: int, limit: int, gctrace) -> None:
         # The pacer reads Go's three memory-limit inputs straight from the accounting.
-        env_gogc = read_gogc() if gogc is None else _gogc_value(gogc)
-        limit = read_gomemlimit() if memory_limit is None else _limit_value(memory_limit)
         mc = self.mcache
         self.pacer = GCController(
             env_gogc, limit,
@@ -969,8 +1011,6 @@ class Heap:
         self._in_gc = False
         self._gc_armed = True
         self._rearm()
-        if gctrace is None:
-            gctrace = _gctrace_from_godebug(godebug) or _gctrace_from_godebug(os.environ.get("GODEBUG", ""))
         self.gctrace = gctrace
         self._t_init = time.perf_counter_ns()
         #: CycleStats of every cycle so far (the newest last), and totals
@@ -1050,6 +1090,8 @@ class Heap:
 
     def set_gc_percent(self, percent: int | str) -> int:
         """``debug.SetGCPercent``: set GOGC (negative or "off" = off); returns the old value."""
+        if self._closed:
+            raise _closed_error()
         old = self.pacer.set_gc_percent(_gogc_value(percent))
         self._rearm()
         return old
@@ -1057,6 +1099,8 @@ class Heap:
     def set_memory_limit(self, limit: int | str) -> int:
         """``debug.SetMemoryLimit``: set the soft memory limit in bytes (a negative value
         only reads it; "off" = no limit); returns the old one."""
+        if self._closed:
+            raise _closed_error()
         old = self.pacer.set_memory_limit(_limit_value(limit))
         self._rearm()
         return old
@@ -1074,11 +1118,15 @@ class Heap:
         """Make ``addr`` a root (like a global variable holding it): the object whose
         slot holds it stays alive. Any 64-bit value is accepted; one that is not inside
         a live object is ignored by the collector. Added twice, removed twice."""
+        if self._closed:
+            raise _closed_error()
         a = _as_word(addr)
         self._roots[a] = self._roots.get(a, 0) + 1
 
     def remove_root(self, addr: int) -> None:
         """Undo one :meth:`add_root`; RootNotFoundError if ``addr`` is not a root."""
+        if self._closed:
+            raise _closed_error()
         a = _as_word(addr)
         n = self._roots.get(a)
         if n is None:
@@ -1099,12 +1147,16 @@ class Heap:
         every slot, so writing an address into one keeps that object alive, overwriting
         or zeroing it lets the object go. Millions of roots cost 8 bytes each. Keep it
         registered until :meth:`release_root_slots`."""
+        if self._closed:
+            raise _closed_error()
         arr = np.zeros(_as_count(n, "root_slots"), dtype=_U64)
         self._root_arrays[id(arr)] = arr
         return arr
 
     def release_root_slots(self, slots: np.ndarray) -> None:
         """Stop treating ``slots`` (an array from :meth:`root_slots`) as roots."""
+        if self._closed:
+            raise _closed_error()
         if self._root_arrays.pop(id(slots), None) is None:
             raise RootNotFoundError("release_root_slots: not a root slot array of this heap")
 
@@ -1266,6 +1318,20 @@ class Heap:
                 f"alloc={st['HeapAlloc']:#x}, inuse={st['HeapInuse']:#x}, sys={st['HeapSys']:#x})")
 
 
+def _touch_or_give_back(central: MCentral, fresh: list, old: list = ()) -> None:
+    # Make the views an allocation writes through (touch_for_alloc) for spans it
+    # already holds (``old``) and ones just taken from the mheap (``fresh``); if the
+    # machine runs out of memory doing so, the fresh spans go back to the mheap and the
+    # allocation fails with nothing changed.
+    try:
+        for span in (*old, *fresh):
+            touch_for_alloc(span)
+    except BaseException:
+        for span in fresh:
+            central.release(span)
+        raise
+
+
 def release_sysmem(sm: SysMem) -> None:
     """Give every region ``sm`` holds back to the OS and close it: through sysmem's API
     where the states allow, else straight to the backend. A region that a live view
@@ -1310,15 +1376,34 @@ def _as_word(value) -> int:
     return v & _MASK64
 
 
+def _gc_settings(gogc, memory_limit, gctrace, godebug) -> tuple[int, int, object]:
+    # The collector's settings from the constructor's arguments or the environment:
+    # (GOGC, memory limit, gctrace level or callable).
+    env_gogc = read_gogc() if gogc is None else _gogc_value(gogc)
+    limit = read_gomemlimit() if memory_limit is None else _limit_value(memory_limit, constructing=True)
+    if gctrace is None:
+        # An explicit godebug's gctrace (even 0) wins over the environment's.
+        gctrace = _gctrace_from_godebug(godebug)
+        if gctrace is None:
+            gctrace = _gctrace_from_godebug(os.environ.get("GODEBUG", "")) or 0
+    return env_gogc, limit, gctrace
+
+
 def _gogc_value(v) -> int:
+    # GOGC as a number (negative: off) or a string ("off" or digits).
     if isinstance(v, str):
         if v.strip().lower() == "off":
             return GC_PERCENT_OFF
-        return int(v)
-    return operator.index(v)
+        try:
+            return int(v)
+        except ValueError:
+            raise InvalidSizeError(f"malformed GOGC {v!r}: expected an integer or 'off'") from None
+    return _as_signed(v, "GOGC")
 
 
-def _limit_value(v) -> int:
+def _limit_value(v, *, constructing: bool = False) -> int:
+    # A memory limit in bytes, "off", or a GOMEMLIMIT string. Negative numbers only
+    # read the limit in SetMemoryLimit, so a new heap refuses them.
     if isinstance(v, str):
         if v.strip().lower() == "off":
             return MAX_INT64
@@ -1326,13 +1411,28 @@ def _limit_value(v) -> int:
         if n is None:
             raise InvalidSizeError(f"malformed memory limit {v!r}")
         return n
-    return operator.index(v)
+    n = _as_signed(v, "memory limit")
+    if constructing and n < 0:
+        raise InvalidSizeError(f"memory_limit must be >= 0 bytes or 'off', got {n}")
+    return n
 
 
-def _gctrace_from_godebug(s: str | None) -> int:
-    # "gctrace=1" anywhere in a GODEBUG-style comma list (the last setting wins).
-    level = 0
-    for part in (s or "").split(","):
+def _as_signed(v, what: str) -> int:
+    if isinstance(v, (bool, np.bool_)):
+        raise InvalidSizeError(f"{what} must be an integer or a string, not bool")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise InvalidSizeError(f"{what} must be an integer or a string, not {type(v).__name__}") from None
+
+
+def _gctrace_from_godebug(s: str | None) -> int | None:
+    # "gctrace=1" anywhere in a GODEBUG-style comma list (the last setting wins);
+    # None when the list does not set gctrace.
+    if not isinstance(s, str):
+        return None
+    level = None
+    for part in s.split(","):
         k, _, v = part.strip().partition("=")
         if k == "gctrace":
             try:

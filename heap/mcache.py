@@ -217,7 +217,13 @@ class MCache:
         """
         if self.spans[spc] is not None:
             self.uncache(spc)
-        span = self.centrals[spc].cache_span()
+        central = self.centrals[spc]
+        span = central.cache_span()
+        try:
+            touch_for_alloc(span)
+        except BaseException:
+            central.uncache_span(span)  # back where it came from (a new one: the mheap)
+            raise
         self.install(spc, span)
         return span
 
@@ -231,6 +237,17 @@ class MCache:
 
     def cached_spans(self) -> list[MSpan]:
         return [self.spans[spc] for spc in sorted(self.active)]
+
+
+def touch_for_alloc(span: MSpan) -> None:
+    """Make the memory view allocating from ``span`` will write through, before any
+    slot is handed out: zeroing (``needzero``), malloc headers and the collector's
+    scans of pointerful spans all go through it. Touching pages is where a (simulated)
+    machine runs out of physical memory (:class:`~sysmem.errors.HeapOutOfMemoryError`),
+    so the caller can still give the span back unchanged. A fresh pointer-free span
+    stays untouched until its objects are used, as fresh memory does on Linux."""
+    if span.needzero or not span.noscan:
+        span.words  # noqa: B018 - made on first access
 
 
 _ALL_SLOTS: dict[int, np.ndarray] = {}

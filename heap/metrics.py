@@ -91,10 +91,12 @@ def snapshot(heap: Heap) -> dict:
         # Go reports the int32 setting as a uint64, so GOGC=off reads 2**64-1.
         "/gc/gogc:percent": p.gc_percent & _U64,
         "/gc/gomemlimit:bytes": p.memory_limit,
-        "/gc/scan/heap:bytes": p.last_heap_scan,
+        # The scannable heap: the last cycle's scan work plus the scannable bytes
+        # allocated since (Go's gcController.heapScan).
+        "/gc/scan/heap:bytes": p.heap_scan,
         "/gc/scan/globals:bytes": p.globals_scan,
         "/gc/scan/stack:bytes": p.last_stack_scan,
-        "/gc/scan/total:bytes": p.last_heap_scan + p.globals_scan + p.last_stack_scan,
+        "/gc/scan/total:bytes": p.heap_scan + p.globals_scan + p.last_stack_scan,
         "/gc/limiter/last-enabled:gc-cycle": 0,
         # Every heaplab cycle stops the world and runs on the caller's thread: GC CPU
         # time is pause time.

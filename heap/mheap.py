@@ -72,6 +72,7 @@ from .constants import (
     HEAP_ARENA_BYTES,
     LOG_PALLOC_CHUNK_BYTES,
     MASK64,
+    MAX_ALLOC,
     PAGE_CACHE_PAGES,
     PAGE_SHIFT,
     PAGE_SIZE,
@@ -271,6 +272,8 @@ class MHeap:
         phys = self.phys_page_size
         first_grow = self.cur_arena_base == 0
         ask = ((npages + PALLOC_CHUNK_PAGES - 1) // PALLOC_CHUNK_PAGES) * PALLOC_CHUNK_BYTES
+        if ask > MAX_ALLOC:
+            return None  # more than the heap's whole address space (Go's maxAlloc)
         total = 0
         n_base = (self.cur_arena_base + ask + phys - 1) & -phys
         got = None

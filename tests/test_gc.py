@@ -158,6 +158,35 @@ def test_metrics_classes_add_up(make_heap):
     assert m["/gc/heap/live:bytes"] == 112
 
 
+def test_scannable_heap_grows_at_allocation_as_in_go(make_heap):
+    # Go's gcController.heapScan: last cycle's scan work, plus what heapSetType returns
+    # for each scan object allocated since (bytes up to the last pointer for a small
+    # object without a header; the whole slot with a header or a span of its own).
+    h = make_heap(gogc="off")
+    scan = lambda: h.metrics()["/gc/scan/heap:bytes"]  # noqa: E731
+    assert scan() == 0
+    h.alloc(64, [0, 2])  # pointer words 0 and 2: 24 bytes to scan
+    assert scan() == 24
+    h.alloc(64, True)  # all pointers: the 64 bytes
+    assert scan() == 88
+    h.alloc(24)  # noscan: nothing
+    assert scan() == 88
+    h.alloc(1000, [3])  # malloc header: the 1024-byte slot
+    assert scan() == 88 + 1024
+    h.alloc(100_000, [0])  # a span of its own: 13 pages
+    assert scan() == 88 + 1024 + 13 * 8192
+    h.alloc_many(48, 10, [1])  # 10 x 16 bytes
+    h.alloc_many(100_000, 2, [0])  # 2 x 13 pages
+    h.alloc_many(2000, 3, [0])  # 3 x the 2048-byte slot
+    assert scan() == 88 + 1024 + 13 * 8192 + 160 + 26 * 8192 + 3 * 2048
+    m = h.metrics()
+    assert m["/gc/scan/total:bytes"] == scan() + m["/gc/scan/globals:bytes"] + m["/gc/scan/stack:bytes"]
+    slots = h.root_slots(1)
+    slots[0] = h.alloc(1000, True)  # 1024-byte slot, kept alive
+    h.gc()  # the scannable heap is now what the cycle scanned
+    assert scan() == 1024 == h.pacer.last_heap_scan
+
+
 def test_gctrace_line(make_heap):
     lines: list[str] = []
     h = make_heap(gogc=100, gctrace=lines.append)
@@ -194,7 +223,7 @@ def test_fmt_ns_as_ms():
     assert fmt_ns_as_ms(5_000) == "0.005"
 
 
-def test_million_root_slots_cheap():
+def test_million_root_slots_are_all_read():
     h = Heap(backend="simulated", personality="linux", godebug="", gogc="off")
     objs = h.alloc_many(16, 200_000)
     slots = h.root_slots(2_000_000)

@@ -41,7 +41,12 @@ class Model:
                 self.h.write_word(a + 8 * i, w)
             else:
                 words[i] = 0
-        self.objs[a] = {"size": size, "ptrs": sorted(ps), "words": words}
+        # A pointer anywhere in the object's slot (its malloc header and the padding
+        # after it too) keeps it alive, as Go's findObject resolves it; the slot's
+        # bounds are fixed by the size classes, so they are read once, here.
+        info = self.h.lookup(a)
+        lo, hi = info.slot_base, info.slot_base + self.h.mheap.span_of(a).elemsize
+        self.objs[a] = {"size": size, "ptrs": sorted(ps), "words": words, "slot": (lo, hi)}
         return a
 
     def link(self, src: int, k: int, dst: int | None, interior: int) -> None:
@@ -52,7 +57,8 @@ class Model:
         if dst is None:
             val = 0
         else:
-            val = dst + min(interior, self.objs[dst]["size"] - 1)
+            lo, hi = self.objs[dst]["slot"]
+            val = lo + interior % (hi - lo)  # anywhere in the slot, header included
         # raw store: pointer words may also hold junk (non-heap values) the GC ignores
         self.h.words(src)[w] = val
         o["words"][w] = val
@@ -66,7 +72,8 @@ class Model:
 
     def target(self, v: int) -> int | None:
         for base, o in self.objs.items():
-            if base <= v < base + o["size"]:
+            lo, hi = o["slot"]
+            if lo <= v < hi:
                 return base
         return None
 

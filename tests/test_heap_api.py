@@ -435,6 +435,76 @@ def test_bad_sizes(make_heap):
     h.check()
 
 
+def test_bad_arguments_name_the_problem(make_heap):
+    # Bools are not numbers here, and every refusal is a heaplab error naming the call.
+    h = make_heap(gogc="off")
+    a = h.alloc(64, True)
+    bad = [
+        (lambda: h.alloc(True), InvalidSizeError, "size must be an integer, not bool"),
+        (lambda: h.alloc_many(8, True), InvalidSizeError, "n must be an integer, not bool"),
+        (lambda: h.alloc(16, 0), InvalidSizeError, r"as a sequence \(\[0\]\)"),
+        (lambda: h.alloc(16, np.uint64([2**63 + 1])), InvalidSizeError, "pointer word 9223372036854775809"),
+        (lambda: h.scavenge(True), InvalidSizeError, "scavenge: nbytes must be an integer, not bool"),
+        (lambda: h.scavenge(-1), InvalidSizeError, "scavenge: nbytes must be >= 0"),
+        (lambda: h.scavenge(1.5), InvalidSizeError, "not float"),
+        (lambda: h.grow(1.5), InvalidSizeError, "grow: npages must be an integer, not float"),
+        (lambda: h.write_pointer(a, True, 0), TypeError, "not bool"),
+        (lambda: h.set_gc_percent(True), InvalidSizeError, "GOGC must be an integer or a string, not bool"),
+        (lambda: h.set_gc_percent("abc"), InvalidSizeError, "malformed GOGC 'abc'"),
+        (lambda: h.set_memory_limit(1.5), InvalidSizeError, "memory limit must be an integer"),
+        (lambda: h.free_many([-1.0]), InvalidFreeError, "must be 64-bit integers, got float64"),
+    ]
+    before = (h.stats(), h.gc_percent, h.memory_limit)
+    for call, exc, words in bad:
+        with pytest.raises(exc, match=words):
+            call()
+    assert (h.stats(), h.gc_percent, h.memory_limit) == before
+    assert h.set_memory_limit(-1) == before[2]  # negative: only reads it, as in Go
+    h.check()
+
+
+@pytest.mark.parametrize("args, words", [
+    ({"gogc": "abc"}, "malformed GOGC"), ({"gogc": True}, "not bool"), ({"gogc": 1.5}, "not float"),
+    ({"memory_limit": -1}, "memory_limit must be >= 0"), ({"memory_limit": "5XB"}, "malformed memory limit"),
+])
+def test_bad_constructor_settings_leave_the_sysmem_usable(heap_sm, args, words):
+    with pytest.raises(InvalidSizeError, match=words):
+        Heap(heap_sm, **args)
+    h = Heap(heap_sm, gogc="off")  # no half-made heap holds the SysMem
+    h.alloc(64)
+    h.check()
+
+
+def test_a_bad_arena_size_gives_back_the_sysmem_it_made(monkeypatch):
+    import sysmem
+
+    closed = []
+    real_close = sysmem.SysMem.close
+    monkeypatch.setattr(sysmem.SysMem, "close", lambda self: (closed.append(self), real_close(self)))
+    with pytest.raises(ValueError, match="arena_bytes must be a power of two"):
+        Heap(backend="simulated", arena_bytes=12345)
+    assert len(closed) == 1
+
+
+def test_explicit_godebug_gctrace_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("GODEBUG", "gctrace=1")
+    with Heap(backend="simulated", godebug="gctrace=0", gogc="off") as h:
+        assert h.gctrace == 0
+    with Heap(backend="simulated", godebug="", gogc="off") as h:
+        assert h.gctrace == 1
+
+
+def test_sizes_beyond_the_address_space_fail_fast(make_heap):
+    h = make_heap(gogc="off")
+    before = h.stats()
+    for call in (lambda: h.alloc(2**49), lambda: h.alloc(2**70), lambda: h.alloc_many(2**49, 10)):
+        with pytest.raises(HeapOutOfMemoryError):
+            call()
+    assert h.grow(2**60) is None
+    assert h.stats() == before
+    h.check()
+
+
 # -- alloc_many ---------------------------------------------------------------------------------------
 def _workload(h: Heap, use_many: bool) -> list[int]:
     """The same allocations, by alloc_many or one by one, on a heap fragmented first."""
@@ -572,6 +642,42 @@ def test_out_of_memory_part_way_through_alloc_many(make_heap):
     h.check()
 
 
+@pytest.mark.parametrize("what", ["scan_header", "scan_small", "large_scan", "many_scan",
+                                  "many_large_scan", "many_partial", "dirty_noscan"])
+def test_out_of_memory_on_first_touch_changes_nothing(make_heap, what):
+    # A simulated machine runs out of physical memory when pages are touched (as
+    # Linux does), not when they are committed: the allocation that would write to
+    # them must fail whole, whichever span it was going to use.
+    if make_heap.backend not in ("simulated-linux", "simulated-sbrk"):
+        pytest.skip("touch-time exhaustion is modelled where commit does not count")
+    h = make_heap(gogc="off")
+    backend = h.sm.backend
+    h.free(h.alloc(1 << 20))  # 1 MiB of free, dirty, Ready pages: reused spans need zeroing
+    if what == "many_partial":
+        keep = h.alloc_many(1000, 3, True)  # a partial span (8 slots), touched
+        h.release_mcache()
+        h.free(int(keep[0]))
+    h.release_mcache()
+    backend.physical_memory = backend.resident_bytes() + h.sm.page_size  # one more page
+    before = h.stats()
+    call = {
+        "scan_header": lambda: h.alloc(1000, True),
+        "scan_small": lambda: h.alloc(64, [0]),
+        "large_scan": lambda: h.alloc(100_000, True),
+        "many_scan": lambda: h.alloc_many(1000, 10, True),
+        "many_large_scan": lambda: h.alloc_many(100_000, 3, True),
+        "many_partial": lambda: h.alloc_many(1000, 30, True),
+        "dirty_noscan": lambda: h.alloc_many(4096, 100),
+    }[what]
+    with pytest.raises(HeapOutOfMemoryError):
+        call()
+    assert h.stats() == before
+    h.check()
+    backend.physical_memory = None
+    call()
+    h.check()
+
+
 def test_windows_commit_failure(make_heap):
     if make_heap.backend != "simulated-windows":
         pytest.skip("commit accounting is a Windows thing")
@@ -620,7 +726,9 @@ def test_close_gives_memory_back(backend_name):
     # nothing can touch the memory any more
     for call in (lambda: h.alloc(24), lambda: h.alloc(24, True), lambda: h.alloc_many(8, 10),
                  lambda: h.read_word(a), lambda: h.lookup(int(addrs[0])), lambda: h.free(a),
-                 lambda: h.free_many(addrs), lambda: h.stats(), lambda: h.check()):
+                 lambda: h.free_many(addrs), lambda: h.stats(), lambda: h.check(),
+                 lambda: h.add_root(a), lambda: h.root_slots(1), lambda: h.set_gc_percent(50),
+                 lambda: h.set_memory_limit(1 << 30)):
         with pytest.raises(HeapError):
             call()
     h.close()  # again: nothing to do
