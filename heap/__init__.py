@@ -23,11 +23,12 @@ from sysmem.errors import (
 
 from .clock import Clock, RealClock, VirtualClock
 from .gc import CycleStats
-from .heap import Heap, ObjectInfo, PointerLayout
+from .heap import Heap
 from .mcache import MCache
 from .mcentral import MCentral
 from .mheap import MHeap
 from .mspan import MSpan
+from .objects import ObjectInfo, PointerLayout
 
 __all__ = [
     "Heap",

@@ -49,18 +49,16 @@ allocation call, or it may be collected.
 * One thread: a Heap is not safe to use from several threads at once.
 
 Everything here reads and writes memory through sysmem views, so a bad address raises
-an exception instead of crashing the interpreter. A view returned by :meth:`words`
-pins its span's memory: drop it before the span can be freed and its pages released.
+an exception instead of crashing the interpreter. Drop a view returned by
+:meth:`words` before its object is freed (see :meth:`Heap.words`).
 """
 
 from __future__ import annotations
 
 import gc as _gc
 import operator
-import os
 import sys
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -82,7 +80,8 @@ from .constants import HEAP_ARENA_BYTES, PAGE_SHIFT, PAGE_SIZE
 from .mcache import MCache, free_slots, slot_header, touch_for_alloc
 from .mcentral import MCentral
 from .mheap import MHeap
-from .pacer import GC_PERCENT_OFF, MAX_INT64, GCController, parse_byte_count, read_gogc, read_gomemlimit
+from .objects import LayoutTable, ObjectInfo, PointerLayout
+from .pacer import MAX_INT64, GCController, gc_settings, gogc_value, memory_limit_value
 from .sizeclasses import (
     CLASS_TO_SIZE,
     MAX_SIZE_CLASS_NPAGES,
@@ -94,76 +93,10 @@ from .sizeclasses import (
     span_nelems,
 )
 
-__all__ = ["Heap", "ObjectInfo", "PointerLayout"]
+__all__ = ["Heap", "release_sysmem"]
 
 _U64 = np.uint64
 _MASK64 = (1 << 64) - 1
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
-    """What the heap knows about one live object.
-
-    ``base``: the object's address (what ``alloc`` returned); ``size``: its usable
-    bytes (the slot minus any malloc header; a large object's whole span);
-    ``span_class``: ``sizeclass << 1 | noscan``; ``has_pointers``: it lives in a scan
-    span; ``pointer_words``: indices (from ``base``) of the words that hold pointers;
-    ``header_bytes``: 8 when a malloc header precedes ``base``, else 0.
-    """
-
-    base: int
-    size: int
-    span_class: int
-    has_pointers: bool
-    pointer_words: tuple[int, ...]
-    header_bytes: int = 0
-
-    @property
-    def size_class(self) -> int:
-        return self.span_class >> 1
-
-    @property
-    def is_large(self) -> bool:
-        return self.span_class >> 1 == 0
-
-    @property
-    def slot_base(self) -> int:
-        """Start of the object's slot (the header, if it has one)."""
-        return self.base - self.header_bytes
-
-    @property
-    def end(self) -> int:
-        return self.base + self.size
-
-
-class PointerLayout:
-    """A pointer layout ("type"): which of an object's ``nwords`` words hold pointers.
-
-    ``id`` is what the malloc header of a big scan object holds (Go stores a type
-    pointer there). ``offsets``: the pointer word indices (read-only array).
-    """
-
-    __slots__ = ("id", "nwords", "offsets", "all_pointers", "ptr_bytes")
-
-    def __init__(self, id: int, nwords: int, offsets: np.ndarray) -> None:  # noqa: A002
-        self.id = id
-        self.nwords = nwords
-        offsets = np.ascontiguousarray(offsets, dtype=np.intp)
-        offsets.flags.writeable = False
-        self.offsets = offsets
-        self.all_pointers = len(offsets) == nwords
-        #: bytes up to and including the last pointer word (Go's ``typ.PtrBytes``)
-        self.ptr_bytes = (int(offsets.max()) + 1) * 8 if len(offsets) else 0
-
-    def scan_bytes(self, elemsize: int, header: int) -> int:
-        """What one object of this layout adds to the scannable heap (Go's
-        ``scanAlloc``, as ``heapSetType`` returns it): the whole slot for an object with
-        a malloc header or a span of its own, else the bytes up to its last pointer."""
-        return elemsize if header else self.ptr_bytes
-
-    def __repr__(self) -> str:
-        what = "all" if self.all_pointers else list(self.offsets[:8]) + (["..."] if len(self.offsets) > 8 else [])
-        return f"PointerLayout(id={self.id}, nwords={self.nwords}, pointers={what})"
 
 
 # size -> span class of a noscan object, and size -> (span class, header) of a scan
@@ -244,7 +177,7 @@ class Heap:
         **backend_options,
     ) -> None:
         # Settings first: a bad one must fail before any memory or registration exists.
-        gc_settings = _gc_settings(gogc, memory_limit, gctrace, godebug)
+        settings = gc_settings(gogc, memory_limit, gctrace, godebug)
         if sm is None:
             sm = SysMem(
                 backend or "linux",
@@ -277,9 +210,9 @@ class Heap:
         self._noscan_spc, self._scan_class = _size_tables()
         #: True while the mcache has handed out slots its spans' alloc bits don't show
         self._dirty = False
+        self._layouts = LayoutTable()
         #: pointer layouts by id (index 0 unused: a header of 0 means "no layout")
-        self.types: list[PointerLayout | None] = [None]
-        self._types_by_key: dict[tuple, PointerLayout] = {}
+        self.types = self._layouts.types
         # Frees, per size class (class 0: large), and freed bytes (slot sizes).
         self._nfree = [0] * NUM_SIZE_CLASSES
         self._free_bytes = 0
@@ -289,7 +222,7 @@ class Heap:
         self._dead_spans: dict[int, tuple[int, int, int, int]] = {}
         self.mheap.on_span_free.append(self._note_dead_span)
         self._closed = False
-        self._init_gc(*gc_settings)
+        self._init_gc(*settings)
 
     # ======================================================================================
     # allocation
@@ -321,7 +254,7 @@ class Heap:
         if self._closed:
             raise _closed_error()
         size = _as_size(size)
-        layout = self._layout(size, pointers)
+        layout = self._layouts.layout_for(size, pointers)
         if size > MAX_SMALL_SIZE_NO_HEADER:
             return self._alloc_large(size, layout)
         if layout is None:
@@ -407,7 +340,7 @@ class Heap:
             raise _closed_error()
         size = _as_size(size)
         n = _as_count(n, "alloc_many")
-        layout = self._layout(size, pointers)
+        layout = self._layouts.layout_for(size, pointers)
         out = np.empty(n, dtype=_U64)
         if n == 0:
             return out
@@ -585,49 +518,6 @@ class Heap:
         if layout is not None:
             self.pacer.update(0, n * (npages << PAGE_SHIFT))
         return out
-
-    # -- pointer layouts -------------------------------------------------------------------
-    def _layout(self, size: int, pointers) -> PointerLayout | None:
-        if pointers is None or pointers is False:
-            return None
-        nwords = (size + 7) >> 3
-        if pointers is True or (isinstance(pointers, np.bool_) and pointers):
-            key: tuple = (nwords, True)
-            offsets = None
-        else:
-            if isinstance(pointers, np.bool_):
-                return None
-            arr = np.asarray(pointers)
-            if arr.dtype == bool:
-                if arr.ndim != 1 or len(arr) > nwords:
-                    raise InvalidSizeError(
-                        f"pointer mask has {arr.size} entries, the {size}-byte object {nwords} words")
-                offsets = np.flatnonzero(arr)
-            elif arr.ndim == 0:
-                raise InvalidSizeError(
-                    f"pointers={pointers!r}: give pointer words as a sequence ([{pointers!r}]), "
-                    "True for all words, or None/False for none")
-            elif arr.dtype.kind in "iu" or arr.size == 0:
-                offsets = np.unique(arr.ravel())  # in the given dtype: no wrap-around
-                if len(offsets) and (offsets[0] < 0 or offsets[-1] >= nwords):
-                    raise InvalidSizeError(
-                        f"pointer word {int(offsets[0] if offsets[0] < 0 else offsets[-1])} is "
-                        f"outside the {size}-byte object (words 0..{nwords - 1})")
-                offsets = offsets.astype(np.int64)
-            else:
-                raise InvalidSizeError(
-                    f"pointers must be None, a bool, word indices or a bool mask, not {arr.dtype} data")
-            if len(offsets) == 0:
-                return None  # no pointer words: a noscan object, as in Go
-            key = (nwords, True) if len(offsets) == nwords else (nwords, offsets.tobytes())
-        layout = self._types_by_key.get(key)
-        if layout is None:
-            if offsets is None or len(offsets) == nwords:
-                offsets = np.arange(nwords)
-            layout = PointerLayout(len(self.types), nwords, offsets)
-            self.types.append(layout)
-            self._types_by_key[key] = layout
-        return layout
 
     # ======================================================================================
     # freeing
@@ -1092,7 +982,7 @@ class Heap:
         """``debug.SetGCPercent``: set GOGC (negative or "off" = off); returns the old value."""
         if self._closed:
             raise _closed_error()
-        old = self.pacer.set_gc_percent(_gogc_value(percent))
+        old = self.pacer.set_gc_percent(gogc_value(percent))
         self._rearm()
         return old
 
@@ -1101,7 +991,7 @@ class Heap:
         only reads it; "off" = no limit); returns the old one."""
         if self._closed:
             raise _closed_error()
-        old = self.pacer.set_memory_limit(_limit_value(limit))
+        old = self.pacer.set_memory_limit(memory_limit_value(limit))
         self._rearm()
         return old
 
@@ -1374,72 +1264,6 @@ def _as_word(value) -> int:
     if not -(1 << 63) <= v <= _MASK64:
         raise ValueError(f"{v} does not fit in a 64-bit word")
     return v & _MASK64
-
-
-def _gc_settings(gogc, memory_limit, gctrace, godebug) -> tuple[int, int, object]:
-    # The collector's settings from the constructor's arguments or the environment:
-    # (GOGC, memory limit, gctrace level or callable).
-    env_gogc = read_gogc() if gogc is None else _gogc_value(gogc)
-    limit = read_gomemlimit() if memory_limit is None else _limit_value(memory_limit, constructing=True)
-    if gctrace is None:
-        # An explicit godebug's gctrace (even 0) wins over the environment's.
-        gctrace = _gctrace_from_godebug(godebug)
-        if gctrace is None:
-            gctrace = _gctrace_from_godebug(os.environ.get("GODEBUG", "")) or 0
-    return env_gogc, limit, gctrace
-
-
-def _gogc_value(v) -> int:
-    # GOGC as a number (negative: off) or a string ("off" or digits).
-    if isinstance(v, str):
-        if v.strip().lower() == "off":
-            return GC_PERCENT_OFF
-        try:
-            return int(v)
-        except ValueError:
-            raise InvalidSizeError(f"malformed GOGC {v!r}: expected an integer or 'off'") from None
-    return _as_signed(v, "GOGC")
-
-
-def _limit_value(v, *, constructing: bool = False) -> int:
-    # A memory limit in bytes, "off", or a GOMEMLIMIT string. Negative numbers only
-    # read the limit in SetMemoryLimit, so a new heap refuses them.
-    if isinstance(v, str):
-        if v.strip().lower() == "off":
-            return MAX_INT64
-        n = parse_byte_count(v.strip())
-        if n is None:
-            raise InvalidSizeError(f"malformed memory limit {v!r}")
-        return n
-    n = _as_signed(v, "memory limit")
-    if constructing and n < 0:
-        raise InvalidSizeError(f"memory_limit must be >= 0 bytes or 'off', got {n}")
-    return n
-
-
-def _as_signed(v, what: str) -> int:
-    if isinstance(v, (bool, np.bool_)):
-        raise InvalidSizeError(f"{what} must be an integer or a string, not bool")
-    try:
-        return operator.index(v)
-    except TypeError:
-        raise InvalidSizeError(f"{what} must be an integer or a string, not {type(v).__name__}") from None
-
-
-def _gctrace_from_godebug(s: str | None) -> int | None:
-    # "gctrace=1" anywhere in a GODEBUG-style comma list (the last setting wins);
-    # None when the list does not set gctrace.
-    if not isinstance(s, str):
-        return None
-    level = None
-    for part in s.split(","):
-        k, _, v = part.strip().partition("=")
-        if k == "gctrace":
-            try:
-                level = int(v)
-            except ValueError:
-                level = 0
-    return level
 
 
 def _hex(addr) -> str:

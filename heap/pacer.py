@@ -42,12 +42,13 @@ those inputs. :meth:`GCController.stw_cycle` runs that sequence.
 from __future__ import annotations
 
 import math
+import operator
 import os
 import struct
 from collections.abc import Callable, Mapping
 from typing import Any, Union
 
-from sysmem.errors import HeapInvariantError, HeapThrowError, MalformedMemoryLimitError
+from sysmem.errors import HeapInvariantError, HeapThrowError, InvalidSizeError, MalformedMemoryLimitError
 
 __all__ = [
     "GCController",
@@ -245,6 +246,73 @@ def read_gomemlimit(env: Mapping[str, str] | None = None) -> int:
     if n is None:
         raise MalformedMemoryLimitError(p)
     return n
+
+
+def gc_settings(gogc, memory_limit, gctrace, godebug) -> tuple[int, int, object]:
+    """A heap's collector settings from its constructor's arguments, or where one is
+    None from the environment as Go reads it: (GOGC, memory limit, gctrace level or
+    callable). Raises :class:`~sysmem.errors.InvalidSizeError` for a bad value."""
+    env_gogc = read_gogc() if gogc is None else gogc_value(gogc)
+    limit = read_gomemlimit() if memory_limit is None else memory_limit_value(memory_limit, constructing=True)
+    if gctrace is None:
+        # An explicit godebug's gctrace (even 0) wins over the environment's.
+        gctrace = _gctrace_from_godebug(godebug)
+        if gctrace is None:
+            gctrace = _gctrace_from_godebug(os.environ.get("GODEBUG", "")) or 0
+    return env_gogc, limit, gctrace
+
+
+def gogc_value(v) -> int:
+    """GOGC given as a number (negative: off) or a string ("off" or digits)."""
+    if isinstance(v, str):
+        if v.strip().lower() == "off":
+            return GC_PERCENT_OFF
+        try:
+            return int(v)
+        except ValueError:
+            raise InvalidSizeError(f"malformed GOGC {v!r}: expected an integer or 'off'") from None
+    return _as_signed(v, "GOGC")
+
+
+def memory_limit_value(v, *, constructing: bool = False) -> int:
+    """A memory limit given in bytes, as "off", or as a GOMEMLIMIT string. A negative
+    number only reads the limit in SetMemoryLimit, so ``constructing`` refuses it."""
+    if isinstance(v, str):
+        if v.strip().lower() == "off":
+            return MAX_INT64
+        n = parse_byte_count(v.strip())
+        if n is None:
+            raise InvalidSizeError(f"malformed memory limit {v!r}")
+        return n
+    n = _as_signed(v, "memory limit")
+    if constructing and n < 0:
+        raise InvalidSizeError(f"memory_limit must be >= 0 bytes or 'off', got {n}")
+    return n
+
+
+def _as_signed(v, what: str) -> int:
+    if isinstance(v, bool):
+        raise InvalidSizeError(f"{what} must be an integer or a string, not bool")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise InvalidSizeError(f"{what} must be an integer or a string, not {type(v).__name__}") from None
+
+
+def _gctrace_from_godebug(s: str | None) -> int | None:
+    # "gctrace=1" anywhere in a GODEBUG-style comma list (the last setting wins);
+    # None when the list does not set gctrace.
+    if not isinstance(s, str):
+        return None
+    level = None
+    for part in s.split(","):
+        k, _, v = part.strip().partition("=")
+        if k == "gctrace":
+            try:
+                level = int(v)
+            except ValueError:
+                level = 0
+    return level
 
 
 # --- the controller -----------------------------------------------------------------------
