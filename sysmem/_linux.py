@@ -108,6 +108,11 @@ class LinuxBackend(Backend):
         """``madvise`` keeps the mapping; ``harddecommit`` remaps it PROT_NONE."""
         return not self.debug.harddecommit
 
+    @property
+    def used_replaces_memory(self) -> bool:
+        """``harddecommit``: ``sysUsedOS`` mmaps the whole range read/write afresh."""
+        return self.debug.harddecommit > 0
+
     # -- helpers ------------------------------------------------------------------------
     def _set_vma_name(self, v: int, n: int, name: str) -> None:
         """Go's ``setVMAName``: name the mapping " Go: <name>" where the kernel allows."""

@@ -3,7 +3,7 @@
 Independent of the ledger (which can be turned off), SysMem always knows which ranges
 are accessible — mapped readable and writable — because handing out a view of anything
 else could crash the interpreter. Every numpy view is *pinned* here until it is garbage;
-a transition that would unmap or protect pinned memory is refused with
+a transition that would unmap, protect or replace pinned memory is refused with
 :class:`~sysmem.errors.LiveViewError`, as ``mmap.close()`` refuses while buffers are
 exported.
 """
@@ -29,6 +29,8 @@ class AccessMap:
         # weak reference to each view's owner → the range it exposes. A reference's
         # callback drops its entry when the owner dies, so only live views are kept.
         self._pins: dict[weakref.ref, tuple[int, int]] = {}
+        # Views pinned so far: a range found free of views stays free until this grows.
+        self._pins_made = 0
 
     # -- intervals ------------------------------------------------------------------------
     def covers(self, a: int, b: int) -> bool:
@@ -66,24 +68,38 @@ class AccessMap:
             raise InaccessibleMemoryError(f"[{a:#x}, {b:#x}) is not accessible memory")
         pins = self._pins
         self._pins[weakref.ref(owner, lambda ref: pins.pop(ref, None))] = (a, b)
+        self._pins_made += 1
 
     def live_views(self, a: int, b: int) -> list[tuple[int, int]]:
         """Ranges of live views that overlap [a, b)."""
-        # A copy: a view dying meanwhile removes its entry from the dict.
-        return [(s, e) for ref, (s, e) in list(self._pins.items())
+        # Iterate a copy made in one C call: a view dying meanwhile (its weakref callback
+        # may run in the collector, on any thread) removes its entry from the dict.
+        return [(s, e) for ref, (s, e) in self._pins.copy().items()
                 if s < b and a < e and ref() is not None]
 
-    def check_unpinned(self, a: int, b: int, op: str) -> None:
-        """Raise LiveViewError if a live view overlaps [a, b)."""
-        if not self._pins:
+    def collect_if_pinned(self, a: int, b: int) -> int:
+        """Collect garbage if a view seems to pin [a, b): one kept only by a reference
+        cycle is garbage, not live. Never call this holding SysMem's lock: collecting
+        runs finalizers, which may call back into the SysMem.
+
+        Returns a token for :meth:`check_unpinned`, which can skip its scan while no view
+        was pinned since this one found none over [a, b) (-1: it must scan).
+        """
+        pins_made = self._pins_made
+        if self._pins and self.live_views(a, b):
+            gc.collect()
+            return -1
+        return pins_made
+
+    def check_unpinned(self, a: int, b: int, op: str, clean: int = -1) -> None:
+        """Raise LiveViewError if a live view overlaps [a, b) (call
+        :meth:`collect_if_pinned` first, outside the lock, and pass its token)."""
+        if not self._pins or clean == self._pins_made:
             return
         live = self.live_views(a, b)
         if live:
-            gc.collect()  # a view kept only by a reference cycle is garbage, not live
-            live = self.live_views(a, b)
-        if live:
             s, e = live[0]
             raise LiveViewError(
-                f"{op} on [{a:#x}, {b:#x}) would unmap or protect memory that a live view "
-                f"[{s:#x}, {e:#x}) still exposes ({len(live)} view(s)); drop the views first"
+                f"{op} on [{a:#x}, {b:#x}) would unmap, protect or replace memory that a live "
+                f"view [{s:#x}, {e:#x}) still exposes ({len(live)} view(s)); drop the views first"
             )

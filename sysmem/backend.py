@@ -25,7 +25,7 @@ class OsPages:
     """What the OS (or the simulation) says about each physical page of a range.
 
     Arrays have one entry per physical page starting at ``start``. This is the evidence
-    the ledger's states are checked against (``SysMem.check_os_agrees``).
+    the ledger's states are checked against (``SysMem.os_problems`` / ``SysMem.check``).
     """
 
     start: int
@@ -61,7 +61,18 @@ class Backend(ABC):
     releases_whole_reservations_only: bool = False
 
     def __init__(self, debug: DebugSettings) -> None:
+        #: the GODEBUG settings this backend reads: fixed at construction, since every
+        #: SysMem on the backend shares this one object and may have frozen parts of it
         self.debug = debug
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # A plain attribute, read on every system call; only rebinding it is refused.
+        if name == "debug" and "debug" in self.__dict__:
+            raise AttributeError(
+                "a backend's debug settings cannot be replaced (SysMems on it rely on them); "
+                "change individual settings, or make a new backend"
+            )
+        super().__setattr__(name, value)
 
     # -- What the platform does with each state (drives view safety) ------------------
     @property
@@ -81,6 +92,13 @@ class Backend(ABC):
         True on Linux (``madvise`` keeps the mapping) unless ``harddecommit``, and on
         sbrk; False on Windows (decommitted).
         """
+
+    @property
+    def used_replaces_memory(self) -> bool:
+        """Whether :meth:`used` maps fresh pages over its whole range, Ready parts included
+        (Linux with ``harddecommit``: Go's ``sysUsedOS`` re-mmaps it), so what a view of
+        that memory held is lost."""
+        return False
 
     @property
     def fault_releases_pages(self) -> bool:

@@ -20,19 +20,26 @@ sys_huge_page[_collapse],   (hints, no transition)
 sys_no_huge_page
 ==========================  ===========================  ==========  ==================
 
-Go updates the counters before the OS call; heaplab updates them after it, so a call
-that raises leaves the accounting as it was. Where Go would throw, heaplab raises (see
-:mod:`sysmem.errors`); where Go returns nil, heaplab returns ``None``.
+Like Go, a SysMemStat is counted before the OS call (its overflow check and the addition
+are one atomic step, so another thread cannot fill the stat in between); unlike Go, the
+addition is taken back if the call fails or returns nil, and everything else (``mapped_ready``,
+the ledger, the registry) changes only after the call succeeded, so a call that raises or
+returns ``None`` leaves the accounting as it was. Where Go would throw, heaplab raises
+(see :mod:`sysmem.errors`); where Go returns nil, heaplab returns ``None``.
+
+Every address, size, hint, alignment and count is turned into a plain int (numpy integers
+accepted; bool, float, None refused with TypeError) and checked to lie in [0, 2**64) by
+``SysMem._aligned`` and :func:`sysmem._ints.as_int`, the one validator.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import asdict
 
 import numpy as np
 
+from ._ints import U64_LIMIT, as_int
 from .access import AccessMap
 from .backend import Backend, OsPages
 from .errors import (
@@ -41,7 +48,9 @@ from .errors import (
     InaccessibleMemoryError,
     LedgerDisabledError,
     MisalignedRangeError,
+    NotReservedError,
     PreparedCountError,
+    ReentrantCallError,
     RuntimeThrowError,
 )
 from .ledger import Ledger, Run
@@ -86,6 +95,62 @@ def _require_stat(op: str, stat: object) -> None:
         raise TypeError(f"{op}: stat must be a SysMemStat, not {type(stat).__name__}")
 
 
+class _OpLock:
+    """SysMem's lock: one operation at a time, over the bookkeeping and the OS call it
+    belongs to, so threads working on disjoint regions always leave the accounting exact.
+
+    The thread inside an operation can call in again only through code the interpreter
+    runs mid-operation: a ``__del__`` or weakref callback of the garbage collector, which
+    any allocation may start. That call raises ReentrantCallError, rather than deadlock
+    (as a plain Lock would) or run on half-updated bookkeeping (as a plain RLock would).
+    Hot paths inline ``__enter__``/``__exit__`` (``with`` costs ~150 ns more here).
+    """
+
+    __slots__ = ("rlock", "busy")
+
+    def __init__(self) -> None:
+        self.rlock = threading.RLock()
+        self.busy = False
+
+    def __enter__(self) -> None:
+        self.rlock.acquire()
+        if self.busy:  # only the thread that holds the lock can get here while busy
+            self.refuse()
+        self.busy = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.busy = False
+        self.rlock.release()
+
+    def refuse(self) -> None:
+        """Release the re-entered lock and raise ReentrantCallError."""
+        self.rlock.release()
+        raise ReentrantCallError(
+            "a SysMem operation was called by the thread already inside another operation "
+            "of the same SysMem (from a __del__ or weakref callback that the garbage "
+            "collector ran mid-operation?); nothing was done"
+        )
+
+
+def _shared_settings(backend: Backend, godebug: object) -> DebugSettings:
+    """The settings of a backend instance, with ``godebug`` applied to them in place.
+
+    Never a new object: the backend, and any SysMem already running on it (which froze
+    harddecommit and madvdontneed and decided its view safety by them), read that one.
+    """
+    settings = backend.debug
+    if isinstance(godebug, DebugSettings):
+        if godebug is not settings:
+            raise ValueError(
+                "SysMem(backend, godebug=DebugSettings(...)): the backend already reads its "
+                "own DebugSettings; pass that object (backend.debug), or a GODEBUG string "
+                "to apply to it"
+            )
+    elif godebug is not None:
+        settings.apply(godebug)  # FrozenSettingError if a running SysMem depends on it
+    return settings
+
+
 def _make_backend(backend: str | Backend, debug: DebugSettings, options: dict) -> Backend:
     if isinstance(backend, Backend):
         if options:
@@ -108,9 +173,22 @@ class SysMem:
     ``SysMem("linux")`` uses real memory through ``mmap``/``madvise``;
     ``SysMem("simulated", personality="windows")`` a deterministic model (personalities
     ``linux``, ``windows``, ``sbrk``; other keyword arguments go to the backend).
-    ``ledger=False`` skips per-page state tracking and validation for speed; views stay
-    safe either way. ``godebug`` is a GODEBUG string or :class:`DebugSettings`
-    (default: the ``GODEBUG`` environment variable).
+
+    ``ledger=False`` skips per-page state tracking for speed. It still checks: every
+    argument (types, ranges, page alignment, ``prepared`` within [0, n]); that the range
+    of every operation on existing memory lies in regions this SysMem reserved or
+    allocated (NotReservedError otherwise; whole regions for ``sys_free`` and
+    ``sys_unreserve``, RootRegionError otherwise); stat overflow; that ``sys_free``,
+    ``sys_unused`` and ``sys_fault`` do not take ``mapped_ready`` below zero; and views:
+    only of accessible memory, and no unmapping, protecting or fresh mapping (``sys_map``;
+    ``sys_used`` under harddecommit) under a live view. It does not check page states
+    (``sys_used`` of Reserved memory, ``sys_map`` over Prepared or Ready memory, the
+    ``prepared`` count, a ``sys_free`` stat's group).
+
+    ``godebug`` is a GODEBUG string or :class:`DebugSettings` (default: the ``GODEBUG``
+    environment variable). With a backend instance, the backend's own settings are used:
+    a string is applied to them in place (FrozenSettingError if that would change what a
+    SysMem already on the backend froze), a DebugSettings must be that same object.
     """
 
     def __init__(
@@ -121,14 +199,12 @@ class SysMem:
         godebug: str | DebugSettings | None = None,
         **backend_options,
     ) -> None:
+        if godebug is not None and not isinstance(godebug, (str, DebugSettings)):
+            raise TypeError(
+                f"godebug must be a GODEBUG string or DebugSettings, not {type(godebug).__name__}"
+            )
         if isinstance(backend, Backend):
-            # The backend reads its own settings object; share it rather than fork it.
-            if godebug is not None:
-                backend.debug = (
-                    godebug if isinstance(godebug, DebugSettings)
-                    else DebugSettings.from_godebug(godebug, **asdict(backend.debug))
-                )
-            self.debug = backend.debug
+            self.debug = _shared_settings(backend, godebug)
         elif isinstance(godebug, DebugSettings):
             self.debug = godebug
         else:
@@ -139,9 +215,7 @@ class SysMem:
         self.backend = _make_backend(backend, self.debug, backend_options)
         self.page_size = self.backend.phys_page_size
         self._mask = self.page_size - 1
-        # One (non-reentrant) lock serialises the bookkeeping and the OS call it belongs
-        # to, so threads working on disjoint regions always leave the accounting exact.
-        self._lock = threading.Lock()
+        self._lock = _OpLock()
         self._mapped_ready = 0
         self.stats: dict[str, SysMemStat] = {
             name: SysMemStat(name, group) for name, group in STANDARD_STATS.items()
@@ -156,6 +230,8 @@ class SysMem:
         self._released_accessible = self.backend.released_is_accessible
         # sys_used must grant access where some Prepared memory may lack it.
         self._used_grants_access = not (self._mapped_accessible and self._released_accessible)
+        # harddecommit: sys_used maps fresh pages over Ready memory too.
+        self._used_replaces = self.backend.used_replaces_memory
         # madvdontneed too: need_zero_after_sys_unused must stay true for memory that
         # MADV_FREE released, however the setting is later read.
         self.debug.freeze("harddecommit", "madvdontneed")
@@ -174,18 +250,46 @@ class SysMem:
         return s
 
     # -- argument checks ------------------------------------------------------------------
-    def _aligned(self, op: str, v: int, n: int) -> None:
-        try:
-            misaligned = (v | n) & self._mask
-        except TypeError:
-            raise TypeError(f"{op}: address and size must be integers, got {v!r}, {n!r}") from None
-        if n <= 0 or v < 0:
-            raise ValueError(f"{op}: size must be positive and address non-negative, got {v:#x}, {n}")
-        if misaligned:
+    def _aligned(self, op: str, v: int, n: int, pages: bool = True, empty_ok: bool = False,
+                 go_name: str = "") -> tuple[int, int]:
+        """The range check of every public entry point: ``(v, n)`` as plain ints.
+
+        TypeError unless both are integers (numpy integers are converted; bool, float and
+        None are not integers here); ValueError unless both are in [0, 2**64), n > 0
+        (``empty_ok``: n >= 0) and v + n <= 2**64; with ``pages``, MisalignedRangeError
+        unless both are page multiples ("unaligned <go_name>", where Go throws so).
+        """
+        if (v.__class__ is int and n.__class__ is int and v >= 0 and n > 0
+                and v + n < U64_LIMIT and not (v | n) & self._mask):
+            return v, n  # the common case, in one expression
+        if v.__class__ is not int or n.__class__ is not int:  # numpy ints, bool, float, ...
+            v, n = as_int(v, f"{op}: address"), as_int(n, f"{op}: size")
+        if v < 0 or v >= U64_LIMIT:
+            raise ValueError(f"{op}: address must be in [0, 2**64), got {v:#x}")
+        if n <= 0 and not (empty_ok and n == 0) or n >= U64_LIMIT:
+            want = "non-negative" if empty_ok else "positive"
+            raise ValueError(f"{op}: size must be {want} and below 2**64, got {n:#x}")
+        if v + n > U64_LIMIT:
+            raise ValueError(
+                f"{op}: [{v:#x}, +{n:#x}) runs past the end of the 64-bit address space"
+            )
+        if pages and (v | n) & self._mask:
             raise MisalignedRangeError(
-                f"unaligned {op}: [{v:#x}, +{n:#x}) is not a multiple of the "
+                f"unaligned {go_name or op}: [{v:#x}, +{n:#x}) is not a multiple of the "
                 f"{self.page_size}-byte page size"
             )
+        return v, n
+
+    @staticmethod
+    def _not_owned(op: str, v: int, n: int) -> NotReservedError:
+        """With the ledger off, every operation on existing memory checks
+        ``root_regions.covers(v, n)`` (regions this SysMem reserved or allocated), so no
+        call reaches memory Python or anyone else owns; this is the error it raises,
+        the one the ledger raises for such a range."""
+        return NotReservedError(
+            f"{op}({v:#x}, {n:#x}): the range is not memory this SysMem owns (not inside "
+            "the regions it reserved or allocated)"
+        )
 
     # -- None ⇄ Ready -----------------------------------------------------------------------
     def sys_alloc(self, n: int, stat: SysMemStat, vma_name: str = "") -> int | None:
@@ -193,14 +297,20 @@ class SysMem:
 
         Adds ``n`` to ``stat`` and to ``mapped_ready``. Returns None if the OS has none.
         """
-        self._aligned("sys_alloc", 0, n)
+        _, n = self._aligned("sys_alloc", 0, n)
         _require_stat("sys_alloc", stat)
-        stat.check_add(n)
         with self._lock:
-            p = self.backend.alloc(n, vma_name)
-            if p is None:
-                return None
+            # Count first, as Go does: the overflow check and the addition are one atomic
+            # step, so no other thread can fill the stat between them.
             stat.add(n)
+            try:
+                p = self.backend.alloc(n, vma_name)
+            except BaseException:
+                stat.add(-n)
+                raise
+            if p is None:
+                stat.add(-n)
+                return None
             self._mapped_ready += n
             self.root_regions.register(p, n)
             if self.ledger is not None:
@@ -211,22 +321,28 @@ class SysMem:
     def sys_free(self, v: int, n: int, stat: SysMemStat) -> None:
         """Ready → None for a whole region (Go's ``sysFree``); subtracts ``n`` from ``stat``
         and ``mapped_ready``. The region must be Ready and mapped for ``stat``'s group."""
-        self._aligned("sys_free", v, n)
+        v, n = self._aligned("sys_free", v, n)
         _require_stat("sys_free", stat)
+        clean = self._access.collect_if_pinned(v, v + n)  # not under the lock: runs finalizers
         with self._lock:
             if self.ledger is not None:
                 region = self.ledger.whole_region(v, n, "sys_free")
                 self.ledger.require_freeable(region, stat, "sys_free")
+            elif not self.root_regions.covers(v, n):
+                raise self._not_owned("sys_free", v, n)
             self.root_regions.require(v, n)
-            stat.check_add(-n)
-            if self._mapped_ready < n:
-                raise AccountingMismatchError(
-                    f"sys_free({v:#x}, {n:#x}): mapped_ready is only {self._mapped_ready:#x}"
-                )
-            self._access.check_unpinned(v, v + n, "sys_free")
-            self.backend.free(v, n)
+            stat.add(-n)  # as Go, before the OS call; in one step with the overflow check
+            try:
+                if self._mapped_ready < n:
+                    raise AccountingMismatchError(
+                        f"sys_free({v:#x}, {n:#x}): mapped_ready is only {self._mapped_ready:#x}"
+                    )
+                self._access.check_unpinned(v, v + n, "sys_free", clean)
+                self.backend.free(v, n)
+            except BaseException:
+                stat.add(n)
+                raise
             self.root_regions.unregister(v, n)
-            stat.add(-n)
             self._mapped_ready -= n
             if self.ledger is not None:
                 self.ledger.remove_region(region)
@@ -236,9 +352,9 @@ class SysMem:
     def sys_reserve(self, v: int | None, n: int, vma_name: str = "") -> int | None:
         """None → Reserved: ``n`` bytes of address space, at hint ``v`` if the OS agrees
         (Go's ``sysReserve``). Returns the address, or None."""
-        self._aligned("sys_reserve", 0, n)
-        if v is not None and v < 0:
-            raise ValueError(f"sys_reserve: the hint must not be negative, got {v:#x}")
+        _, n = self._aligned("sys_reserve", 0, n)
+        if v is not None:
+            v = as_int(v, "sys_reserve: hint", unsigned=True)
         with self._lock:
             return self._reserve(v, n, vma_name)
 
@@ -257,13 +373,30 @@ class SysMem:
         """None → Reserved, aligned to ``align`` (Go's ``sysReserveAligned``).
 
         Returns ``(address, reserved_size)``: ``size + align`` when the over-reservation
-        happened to be aligned (Go keeps it all), else ``size``; ``(None, 0)`` on failure.
+        happened to be aligned (Go keeps it all), else ``size``; ``(None, 0)`` when the
+        OS has no address space.
+
+        Where reservations can only be released whole (Windows), Go gives the
+        over-reservation back and reserves its aligned part again, which another thread
+        may take first: it retries, and throws after 100 tries (RuntimeThrowError). If
+        that re-reservation returns nil, Go hands the nil to ``sysUnreserve``, whose
+        ``VirtualFree`` fails, and throws "runtime: failed to release pages"; heaplab
+        raises RuntimeThrowError with that message too (nothing stays reserved), rather
+        than return ``(None, 0)`` as for a plain failure.
         """
-        self._aligned("sys_reserve_aligned", 0, size)
+        _, size = self._aligned("sys_reserve_aligned", 0, size)
+        if v is not None:
+            v = as_int(v, "sys_reserve_aligned: hint", unsigned=True)
+        align = as_int(align, "sys_reserve_aligned: align")
         if align <= 0 or align & (align - 1) or align & self._mask:
             raise MisalignedRangeError(
                 f"sys_reserve_aligned: align {align:#x} must be a power of two and a "
                 f"multiple of the {self.page_size}-byte page size"
+            )
+        if size + align >= U64_LIMIT:
+            raise ValueError(
+                f"sys_reserve_aligned: size + align must be below 2**64, got align "
+                f"{align:#x} and size {size:#x}"
             )
         with self._lock:
             if self.backend.is_sbrk:
@@ -283,7 +416,12 @@ class SysMem:
                     if p2 == p_aligned:
                         return p2, size
                     if p2 is None:
-                        return None, 0
+                        # Go passes the nil on: sysUnreserve(nil, size) → VirtualFree fails.
+                        raise RuntimeThrowError(
+                            f"runtime: failed to release pages (VirtualFree of {size} bytes "
+                            "failed with errno=87: sysReserveAligned's re-reservation of the "
+                            f"aligned part at {p_aligned:#x} returned nil)"
+                        )
                     self._unreserve(p2, size)
                     continue
                 return self._trim_reservation(p, size, align, p_aligned), size
@@ -321,16 +459,19 @@ class SysMem:
 
     def sys_unreserve(self, v: int, n: int) -> None:
         """Reserved → None for a whole region (Go's ``sysUnreserve``)."""
-        self._aligned("sys_unreserve", v, n)
+        v, n = self._aligned("sys_unreserve", v, n)
+        clean = self._access.collect_if_pinned(v, v + n)  # not under the lock: runs finalizers
         with self._lock:
-            self._unreserve(v, n)
+            self._unreserve(v, n, clean)
 
-    def _unreserve(self, v: int, n: int) -> None:
+    def _unreserve(self, v: int, n: int, clean: int = -1) -> None:
         if self.ledger is not None:
             region = self.ledger.whole_region(v, n, "sys_unreserve")
             self.ledger.require(v, n, _RESERVED, "sys_unreserve")
+        elif not self.root_regions.covers(v, n):
+            raise self._not_owned("sys_unreserve", v, n)
         self.root_regions.require(v, n)
-        self._access.check_unpinned(v, v + n, "sys_unreserve")
+        self._access.check_unpinned(v, v + n, "sys_unreserve", clean)
         self.backend.free(v, n)
         self.root_regions.unregister(v, n)
         if self.ledger is not None:
@@ -344,38 +485,65 @@ class SysMem:
         Raises :class:`~sysmem.errors.SysOutOfMemoryError` where Go throws
         "runtime: out of memory".
         """
-        self._aligned("sys_map", v, n)
+        v, n = self._aligned("sys_map", v, n)
         _require_stat("sys_map", stat)
-        lock = self._lock
-        lock.acquire()  # acquire/release, not ``with``: it is measurably cheaper here
+        ledger = self.ledger
+        if ledger is None:  # not under the lock: collecting runs finalizers
+            clean = self._access.collect_if_pinned(v, v + n)
+        lock = self._lock  # `with self._lock:`, inlined (see _OpLock)
+        lock.rlock.acquire()
+        if lock.busy:
+            lock.refuse()
+        lock.busy = True
         try:
-            ledger = self.ledger
             if ledger is not None:
                 ledger.require(v, n, _RESERVED, "sys_map", unattributed=True)
-            stat.check_add(n)
-            self.backend.map(v, n, vma_name)
-            stat.add(n)
+            else:
+                if not self.root_regions.covers(v, n):
+                    raise self._not_owned("sys_map", v, n)
+                # Only the ledger knows the range is Reserved (so no view can be there);
+                # without it, refuse to map fresh pages under a live view.
+                self._access.check_unpinned(v, v + n, "sys_map", clean)
+            stat.add(n)  # as Go, before the OS call; in one step with the overflow check
+            try:
+                self.backend.map(v, n, vma_name)
+            except BaseException:
+                stat.add(-n)
+                raise
             if ledger is not None:
                 ledger.set_state_and_stat(v, n, _PREPARED_INT, stat)
             if self._mapped_accessible:
                 self._access.add(v, v + n)
         finally:
-            lock.release()
+            lock.busy = False
+            lock.rlock.release()
 
     def sys_used(self, v: int, n: int, prepared: int) -> None:
         """Prepared → Ready (Go's ``sysUsed``); ``mapped_ready`` grows by ``prepared``.
 
         ``[v, v+n)`` may mix Prepared and Ready pages; ``prepared`` must be the exact
         number of Prepared bytes in it (the ledger checks; Go trusts the caller).
+
+        With ``harddecommit`` on Linux, Go's ``sysUsedOS`` maps fresh zero pages over the
+        whole range, Ready pages included, and so does heaplab; if a live view overlaps
+        the range, that would silently zero what the view holds, so the call raises
+        :class:`~sysmem.errors.LiveViewError` first and changes nothing.
         """
-        self._aligned("sys_used", v, n)
+        v, n = self._aligned("sys_used", v, n)
+        if prepared.__class__ is not int:
+            prepared = as_int(prepared, "sys_used: prepared")
         if prepared < 0 or prepared > n or prepared & self._mask:
             raise PreparedCountError(
                 f"sys_used({v:#x}, {n:#x}, prepared={prepared:#x}): prepared must be a "
                 "page multiple between 0 and n"
             )
-        lock = self._lock
-        lock.acquire()
+        if self._used_replaces:  # not under the lock: collecting runs finalizers
+            clean = self._access.collect_if_pinned(v, v + n)
+        lock = self._lock  # `with self._lock:`, inlined (see _OpLock)
+        lock.rlock.acquire()
+        if lock.busy:
+            lock.refuse()
+        lock.busy = True
         try:
             ledger = self.ledger
             if ledger is not None:
@@ -386,6 +554,10 @@ class SysMem:
                         f"{actual:#x} Prepared bytes; mapped_ready would drift by "
                         f"{prepared - actual:+#x}"
                     )
+            elif not self.root_regions.covers(v, n):
+                raise self._not_owned("sys_used", v, n)
+            if self._used_replaces:
+                self._access.check_unpinned(v, v + n, "sys_used", clean)
             self.backend.used(v, n)
             self._mapped_ready += prepared
             if ledger is not None and prepared:
@@ -393,39 +565,43 @@ class SysMem:
             if self._used_grants_access:
                 self._access.add(v, v + n)
         finally:
-            lock.release()
+            lock.busy = False
+            lock.rlock.release()
 
     def sys_unused(self, v: int, n: int) -> None:
         """Ready → Prepared (Go's ``sysUnused``): the OS may take the pages back;
         ``mapped_ready`` falls by ``n``. Unaligned ranges raise, as Go throws."""
-        if (v | n) & self._mask:
-            raise MisalignedRangeError(
-                f"unaligned sysUnused: [{v:#x}, +{n:#x}) is not a multiple of the "
-                f"{self.page_size}-byte page size"
-            )
-        if n <= 0 or v < 0:
-            raise ValueError(f"sys_unused: size must be positive and address non-negative, got {v:#x}, {n}")
-        lock = self._lock
-        lock.acquire()
+        v, n = self._aligned("sys_unused", v, n, go_name="sysUnused")
+        if not self._released_accessible:  # not under the lock: collecting runs finalizers
+            clean = self._access.collect_if_pinned(v, v + n)
+        lock = self._lock  # `with self._lock:`, inlined (see _OpLock)
+        lock.rlock.acquire()
+        if lock.busy:
+            lock.refuse()
+        lock.busy = True
         try:
             ledger = self.ledger
             if ledger is not None:
                 ledger.require(v, n, _READY, "sys_unused")
-            elif self._mapped_ready < n:
-                raise AccountingMismatchError(
-                    f"sys_unused({v:#x}, {n:#x}): mapped_ready is only {self._mapped_ready:#x}"
-                )
+            else:
+                if not self.root_regions.covers(v, n):
+                    raise self._not_owned("sys_unused", v, n)
+                if self._mapped_ready < n:
+                    raise AccountingMismatchError(
+                        f"sys_unused({v:#x}, {n:#x}): mapped_ready is only {self._mapped_ready:#x}"
+                    )
             if self._released_accessible:
                 self.backend.unused(v, n)
             else:
-                self._access.check_unpinned(v, v + n, "sys_unused")
+                self._access.check_unpinned(v, v + n, "sys_unused", clean)
                 self.backend.unused(v, n)
                 self._access.remove(v, v + n)
             self._mapped_ready -= n
             if ledger is not None:
                 ledger.set_state(v, n, _PREPARED_INT)
         finally:
-            lock.release()
+            lock.busy = False
+            lock.rlock.release()
 
     def sys_fault(self, v: int, n: int) -> None:
         """Ready → Reserved: any later access faults (Go's ``sysFault``, for debugging).
@@ -434,15 +610,19 @@ class SysMem:
         being attributed to the stat they were mapped with, and the caller takes them out
         of it (as Go's ``arena.go`` takes them out of ``heapInUse``).
         """
-        self._aligned("sys_fault", v, n)
+        v, n = self._aligned("sys_fault", v, n)
+        clean = self._access.collect_if_pinned(v, v + n)  # not under the lock: runs finalizers
         with self._lock:
             if self.ledger is not None:
                 self.ledger.require(v, n, _READY, "sys_fault")
-            elif self._mapped_ready < n:
-                raise AccountingMismatchError(
-                    f"sys_fault({v:#x}, {n:#x}): mapped_ready is only {self._mapped_ready:#x}"
-                )
-            self._access.check_unpinned(v, v + n, "sys_fault")
+            else:
+                if not self.root_regions.covers(v, n):
+                    raise self._not_owned("sys_fault", v, n)
+                if self._mapped_ready < n:
+                    raise AccountingMismatchError(
+                        f"sys_fault({v:#x}, {n:#x}): mapped_ready is only {self._mapped_ready:#x}"
+                    )
+            self._access.check_unpinned(v, v + n, "sys_fault", clean)
             self.backend.fault(v, n)
             self._mapped_ready -= n
             if self.ledger is not None:
@@ -466,13 +646,15 @@ class SysMem:
     def _hint(self, op: str, v: int, n: int, advise, unaligned_throw: str = "") -> None:
         # Hints change no state, but the range must be owned memory; Go throws on an
         # unaligned start for the two that madvise without rounding.
+        v, n = self._aligned(op, v, n, pages=False, empty_ok=True)
         if unaligned_throw and v & self._mask:
             raise MisalignedRangeError(f"{unaligned_throw}: {v:#x}")
-        if n < 0 or v < 0:
-            raise ValueError(f"{op}: size and address must not be negative, got {v:#x}, {n}")
         with self._lock:
-            if self.ledger is not None and n:
-                self.ledger.require(v, n, _OWNED, op)
+            if n:
+                if self.ledger is not None:
+                    self.ledger.require(v, n, _OWNED, op)
+                elif not self.root_regions.covers(v, n):
+                    raise self._not_owned(op, v, n)
             advise(v, n)
 
     def need_zero_after_sys_unused(self) -> bool:
@@ -490,10 +672,13 @@ class SysMem:
         ``sys_unused`` on Windows or with ``harddecommit``) of that memory raise
         :class:`~sysmem.errors.LiveViewError`.
         """
+        addr, nbytes = self._aligned("view", addr, nbytes, pages=False)
         dt = np.dtype(dtype)
-        if addr < 0:
-            raise ValueError(f"view: address must not be negative, got {addr:#x}")
-        if nbytes <= 0 or nbytes % dt.itemsize:
+        if dt.hasobject:
+            raise TypeError(f"view: dtype {dt} holds Python object references; a view is raw memory")
+        if dt.itemsize == 0:
+            raise ValueError(f"view: dtype {dt} has no size (itemsize 0); use a dtype of at least one byte")
+        if nbytes % dt.itemsize:
             raise ValueError(f"view: nbytes={nbytes} must be a positive multiple of {dt} size")
         with self._lock:
             if self.ledger is not None:
@@ -517,6 +702,7 @@ class SysMem:
 
     def live_views(self, v: int, n: int) -> list[tuple[int, int]]:
         """(start, end) of the live views overlapping [v, v+n)."""
+        v, n = self._aligned("live_views", v, n, pages=False, empty_ok=True)
         with self._lock:
             return self._access.live_views(v, v + n)
 
@@ -540,6 +726,7 @@ class SysMem:
 
     def os_pages(self, v: int, n: int) -> OsPages:
         """What the OS (kernel or simulation) reports about each page of [v, v+n)."""
+        v, n = self._aligned("os_pages", v, n, pages=False)
         return self.backend.inspect(v, n)
 
     def accounting_problems(self) -> list[str]:

@@ -19,6 +19,9 @@ the familiar built-in without knowing heaplab)::
      │    ├── LiveViewError                 (BufferError) unmapping/protecting memory that
      │    │                                  a live view still exposes (as mmap.close does)
      │    ├── LedgerDisabledError           (RuntimeError) a check that needs the ledger
+     │    ├── ReentrantCallError            (RuntimeError) a SysMem call made by the thread
+     │    │                                  already inside one of its operations (a
+     │    │                                  finalizer the garbage collector ran mid-call)
      │    ├── FrozenSettingError            (AttributeError) changing a GODEBUG setting a
      │    │                                  running SysMem depends on (harddecommit)
      │    ├── AccountingMismatchError       (AssertionError) accounting ≠ states, or
@@ -75,6 +78,7 @@ __all__ = [
     "InaccessibleMemoryError",
     "LiveViewError",
     "LedgerDisabledError",
+    "ReentrantCallError",
     "FrozenSettingError",
     "AccountingMismatchError",
     "RuntimeThrowError",
@@ -143,6 +147,15 @@ class LiveViewError(SysMemError, BufferError):
 
 class LedgerDisabledError(SysMemError, RuntimeError):
     """An operation needs the state ledger, but this SysMem was created with ``ledger=False``."""
+
+
+class ReentrantCallError(SysMemError, RuntimeError):
+    """A SysMem operation was called by the thread already inside one of its operations.
+
+    Only code the interpreter runs in the middle of an operation can do that: a ``__del__``
+    or weakref callback run by the garbage collector. Blocking would deadlock, and running
+    it would act on half-updated bookkeeping, so the call is refused and nothing changes.
+    """
 
 
 class FrozenSettingError(SysMemError, AttributeError):

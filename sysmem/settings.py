@@ -4,7 +4,10 @@ Mirrors the ``dbgvars`` entries ``madvdontneed``, ``harddecommit``, ``disablethp
 ``decoratemappings`` of Go's ``runtime1.go``. Values are read from the ``GODEBUG``
 environment variable (``"madvdontneed=0,harddecommit=1"``) and can be set from code::
 
-    sm.debug.madvdontneed = 0
+    sm.debug.disablethp = 1
+
+A running SysMem freezes ``madvdontneed`` and ``harddecommit`` (Go reads GODEBUG once at
+start-up): changing them then raises :class:`~sysmem.errors.FrozenSettingError`.
 """
 
 from __future__ import annotations
@@ -33,16 +36,33 @@ class DebugSettings:
     decoratemappings: int = 1
 
     def __setattr__(self, name: str, value: int) -> None:
+        self._refuse_if_frozen(name, value)
+        super().__setattr__(name, value)
+
+    def _refuse_if_frozen(self, name: str, value: int) -> None:
         if name in self.__dict__.get("_frozen", ()) and value != getattr(self, name):
             raise FrozenSettingError(
                 f"GODEBUG {name} cannot change while a SysMem uses these settings (Go reads it "
                 f"once at start-up); create a new SysMem with {name}={value}"
             )
-        super().__setattr__(name, value)
 
     def freeze(self, *names: str) -> None:
         """Refuse later changes of ``names`` (settings a running SysMem depends on)."""
         self.__dict__["_frozen"] = frozenset(self.__dict__.get("_frozen", ())) | set(names)
+
+    def apply(self, godebug: str) -> None:
+        """Apply a GODEBUG string to these settings, all or nothing.
+
+        Parsed as Go does (unknown keys and malformed values ignored, later entries win).
+        A change of a frozen setting raises FrozenSettingError before anything changes.
+        """
+        if not isinstance(godebug, str):
+            raise TypeError(f"godebug must be a GODEBUG string, not {type(godebug).__name__}")
+        updates = _parse_godebug(godebug)
+        for name, value in updates.items():
+            self._refuse_if_frozen(name, value)
+        for name, value in updates.items():
+            setattr(self, name, value)
 
     @classmethod
     def from_godebug(cls, godebug: str | None = None, **defaults: int) -> "DebugSettings":
@@ -53,15 +73,22 @@ class DebugSettings:
         whose OS defaults ``madvdontneed`` to 0 passes ``madvdontneed=0``).
         """
         settings = cls(**defaults)
-        if godebug is None:
-            godebug = os.environ.get("GODEBUG", "")
-        known = {f.name for f in fields(cls)}
-        for item in godebug.split(","):
-            key, sep, value = item.strip().partition("=")
-            if not sep or key not in known:
-                continue
-            try:
-                setattr(settings, key, int(value))
-            except ValueError:
-                continue  # Go's parseRuntimeDebugVars ignores a value that is not a number
+        settings.apply(os.environ.get("GODEBUG", "") if godebug is None else godebug)
         return settings
+
+
+_KNOWN = frozenset(f.name for f in fields(DebugSettings))
+
+
+def _parse_godebug(godebug: str) -> dict[str, int]:
+    """The known settings a GODEBUG string sets, the last entry of each winning."""
+    out: dict[str, int] = {}
+    for item in godebug.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep or key not in _KNOWN:
+            continue
+        try:
+            out[key] = int(value)
+        except ValueError:
+            continue  # Go's parseRuntimeDebugVars ignores a value that is not a number
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from ._ints import as_int
 from .errors import StatOverflowError
 
 __all__ = ["SysMemStat", "STANDARD_STATS"]
@@ -37,6 +38,7 @@ class SysMemStat:
     __slots__ = ("name", "group", "_value", "_lock")
 
     def __init__(self, name: str, group: str | None = None, value: int = 0) -> None:
+        value = as_int(value, f"sysMemStat {name!r}: value")
         if value < 0 or value > _U64_MAX:
             raise StatOverflowError(f"sysMemStat {name!r}: initial value {value} out of range")
         self.name = name
@@ -49,7 +51,13 @@ class SysMemStat:
         return self._value
 
     def add(self, n: int) -> None:
-        """Add ``n`` (may be negative); refuse to go below 0 or above 2**64-1 (Go's ``add``)."""
+        """Add ``n`` (may be negative); refuse to go below 0 or above 2**64-1 (Go's ``add``).
+
+        The check and the addition are one atomic step, so a caller that must not act
+        on a full stat adds first and undoes the addition if the action fails.
+        """
+        if n.__class__ is not int:
+            n = as_int(n, f"sysMemStat {self.name!r}: add")
         # acquire/release rather than ``with``: this is on every sys_map and heap span alloc.
         self._lock.acquire()
         try:
@@ -58,7 +66,10 @@ class SysMemStat:
             self._lock.release()
 
     def check_add(self, n: int) -> None:
-        """Raise as :meth:`add` would, without adding (to refuse before an OS call)."""
+        """Raise as :meth:`add` would, without adding. Only a hint when other threads
+        share the stat: it may fill up before a later :meth:`add`."""
+        if n.__class__ is not int:
+            n = as_int(n, f"sysMemStat {self.name!r}: check_add")
         self._checked(n)
 
     def _checked(self, n: int) -> int:

@@ -326,15 +326,23 @@ def test_sys_reserve_aligned_trims_head_and_tail(fake_sm):
 
 
 @pytest.mark.parametrize("align", [64 * KiB, 2 * MiB, 64 * MiB])
-def test_sys_reserve_aligned_without_hint(linux_sm, align):
-    sm = linux_sm
+def test_sys_reserve_aligned_without_hint(fake_sm, align):
+    sm, fake = fake_sm()
     size = 1 * MiB
+    start = len(fake.calls)
     p, n = sm.sys_reserve_aligned(None, size, align)
     assert p is not None and p % align == 0 and n in (size, size + align)
+    (raw,) = [c[5] for c in fake.calls[start:] if c[0] == "mmap"]  # the over-reservation
+    if n == size + align:  # aligned by luck: Go keeps all of it, nothing is trimmed
+        assert raw == p and not [c for c in fake.calls[start:] if c[0] == "munmap"]
+    else:  # trimmed: head [raw, p) and tail [p+size, raw+size+align) went back to the OS
+        head, tail = p - raw, raw + size + align - (p + size)
+        trims = [c for c in fake.calls[start:] if c[0] == "munmap"]
+        assert trims == [c for c in (("munmap", raw, head), ("munmap", p + size, tail)) if c[2]]
+        assert unmapped(raw, head) and unmapped(p + size, tail)
+    assert sm.os_pages(p, n).mapped.all()  # the kept part is all there
     assert sm.root_regions.regions() == [(p, n)]
     assert state_map(sm) == [(p, p + n, State.RESERVED, None)]
-    if n == size:  # trimmed: nothing of ours right after the kept part
-        assert sm.os_pages(p, n).mapped.all()
     sm.check()
 
 
@@ -641,15 +649,25 @@ def test_check_accepts_sys_map_under_harddecommit(make_sm):
 
 def test_godebug_given_with_a_backend_instance_reaches_the_backend(make_sm):
     """Regression (HEAD a7c4190): SysMem(backend, godebug=...) kept a DebugSettings of
-    its own, so sm.debug and the backend's settings silently disagreed."""
-    backend = LinuxBackend(DebugSettings())  # Go's defaults: madvdontneed=1
-    try:
-        sm = make_sm("madvdontneed=0", backend=backend)
-    except (TypeError, ValueError):
-        return  # refusing the ambiguous combination would be fine too
+    its own, so sm.debug and the backend's settings silently disagreed. And (later): a
+    second SysMem on the same backend replaced the settings the first had frozen."""
+    debug = DebugSettings()  # Go's defaults: madvdontneed=1
+    backend = LinuxBackend(debug)
+    sm = make_sm("madvdontneed=0", backend=backend)
+    assert sm.debug is backend.debug is debug  # applied in place, never replaced
     assert sm.debug.madvdontneed == 0
-    assert sm.backend.debug is sm.debug
     assert sm.need_zero_after_sys_unused() is True  # MADV_FREE, as sm.debug says
+    # a second SysMem sharing the backend cannot unfreeze or change what the first froze
+    for godebug in ("madvdontneed=1", "harddecommit=1", DebugSettings(madvdontneed=0)):
+        with pytest.raises((FrozenSettingError, ValueError)):
+            make_sm(godebug, backend=backend)
+        assert backend.debug is debug and (debug.madvdontneed, debug.harddecommit) == (0, 0)
+    with pytest.raises(FrozenSettingError):
+        debug.madvdontneed = 1
+    with pytest.raises(FrozenSettingError):
+        debug.harddecommit = 1
+    sm2 = make_sm("madvdontneed=0", backend=backend)  # agreeing is fine
+    assert sm2.debug is debug and sm2.need_zero_after_sys_unused() is True
 
 
 def test_vma_naming_failure_on_this_kernel_is_silent(make_sm, naming_on):
@@ -945,7 +963,7 @@ def test_module_level_functions_use_the_default_sysmem():
     sm.check()
 
 
-def test_transitions_table_matches_the_operations():
+def test_transitions_table_matches_the_operations(linux_sm, check_transitions_table):
     assert set(sysmem.TRANSITIONS) == {
         "sys_alloc", "sys_free", "sys_reserve", "sys_reserve_aligned", "sys_unreserve",
         "sys_map", "sys_used", "sys_unused", "sys_fault", "sys_huge_page",
@@ -954,3 +972,5 @@ def test_transitions_table_matches_the_operations():
     for name in sysmem.TRANSITIONS:
         assert callable(getattr(sysmem, name)) and callable(getattr(SysMem, name))
     assert isinstance(Run(0, PS, State.READY, None).size, int)
+    # the states and the stat_delta / mapped_ready_delta columns, against real calls
+    check_transitions_table(linux_sm)

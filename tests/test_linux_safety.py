@@ -22,6 +22,7 @@ import pytest
 from sysmem import (
     AccountingMismatchError,
     DebugSettings,
+    FrozenSettingError,
     IllegalTransitionError,
     InaccessibleMemoryError,
     LedgerDisabledError,
@@ -251,6 +252,38 @@ ILLEGAL = {
     "view hole": (InaccessibleMemoryError, lambda w: w.sm.view(w.hole, PS)),
     "view 0 bytes": (ValueError, lambda w: w.sm.view(w.a, 0)),
     "view odd bytes for dtype": (ValueError, lambda w: w.sm.view(w.a, 6, np.uint32)),
+    "view zero-size dtype": (ValueError, lambda w: w.sm.view(w.a, PS, "V0")),
+    "view object dtype": (TypeError, lambda w: w.sm.view(w.a, PS, object)),
+    # arguments that are not integers in [0, 2**64): bool, float, too big, negative
+    "alloc size bool": (TypeError, lambda w: w.sm.sys_alloc(True, w.st)),
+    "alloc size float": (TypeError, lambda w: w.sm.sys_alloc(float(PS), w.st)),
+    "alloc size 2**64": (ValueError, lambda w: w.sm.sys_alloc(1 << 64, w.st)),
+    "reserve size 2**64": (ValueError, lambda w: w.sm.sys_reserve(None, 1 << 64)),
+    "reserve hint negative": (ValueError, lambda w: w.sm.sys_reserve(-PS, PS)),
+    "reserve hint float": (TypeError, lambda w: w.sm.sys_reserve(float(w.hole), PS)),
+    "reserve_aligned hint negative": (ValueError, lambda w: w.sm.sys_reserve_aligned(-PS, 1 * MiB, 2 * MiB)),
+    "reserve_aligned hint 2**64": (ValueError, lambda w: w.sm.sys_reserve_aligned(1 << 64, 1 * MiB, 2 * MiB)),
+    "reserve_aligned align float": (TypeError, lambda w: w.sm.sys_reserve_aligned(None, 1 * MiB, 2.0 * MiB)),
+    "reserve_aligned align bool": (TypeError, lambda w: w.sm.sys_reserve_aligned(None, 1 * MiB, True)),
+    "map address float": (TypeError, lambda w: w.sm.sys_map(float(w.r2), PS, w.st)),
+    "map address 2**64": (ValueError, lambda w: w.sm.sys_map(1 << 64, PS, w.st)),
+    "map past 2**64": (ValueError, lambda w: w.sm.sys_map((1 << 64) - PS, 2 * PS, w.st)),
+    "used prepared bool": (TypeError, lambda w: w.sm.sys_used(w.prep, PS, True)),
+    "used prepared float": (TypeError, lambda w: w.sm.sys_used(w.prep, PS, float(PS))),
+    "used prepared np float": (TypeError, lambda w: w.sm.sys_used(w.prep, PS, np.float64(PS))),
+    "unused address float": (TypeError, lambda w: w.sm.sys_unused(float(w.a), PS)),
+    "unused address 2**64": (ValueError, lambda w: w.sm.sys_unused(1 << 64, PS)),
+    "fault size None": (TypeError, lambda w: w.sm.sys_fault(w.a, None)),
+    "free size np float": (TypeError, lambda w: w.sm.sys_free(w.a, np.float64(1 * MiB), w.st)),
+    "huge_page address float": (TypeError, lambda w: w.sm.sys_huge_page(float(w.a), PS)),
+    "view address float": (TypeError, lambda w: w.sm.view(w.a + 0.5, PS)),
+    "stat add float": (TypeError, lambda w: w.st.add(0.5)),
+    "stat add bool": (TypeError, lambda w: w.st.add(True)),
+    # numpy integers are plain integers: the usual rules apply to them
+    "map np ints on prepared": (IllegalTransitionError,
+                                lambda w: w.sm.sys_map(np.uint64(w.prep), np.int64(PS), w.st)),
+    "unused np ints in the hole": (NotReservedError, lambda w: w.sm.sys_unused(np.uint64(w.hole), np.int32(PS))),
+    "used np prepared wrong": (PreparedCountError, lambda w: w.sm.sys_used(w.prep, PS, np.uint64(0))),
 }
 
 # the built-in each exception also is (callers may catch the familiar one)
@@ -268,8 +301,24 @@ BUILTIN = {
 @pytest.mark.parametrize("case", list(ILLEGAL))
 def test_illegal_call_raises_and_changes_nothing(world, case):
     exc, call = ILLEGAL[case]
-    with refused(world.sm, exc, also=BUILTIN.get(exc, ())):
+    with refused(world.sm, exc, also=BUILTIN.get(exc, ())) as info:
         call(world)
+    if exc is not StatOverflowError:  # a raw cffi OverflowError means no check ran
+        assert not isinstance(info.value, OverflowError), info.value
+
+
+#: the ILLEGAL cases about memory this SysMem does not own: refused with the ledger off too
+UNOWNED = [case for case in ILLEGAL if ILLEGAL[case][0] is NotReservedError]
+
+
+@pytest.mark.parametrize("case", UNOWNED)
+def test_unowned_memory_is_refused_without_the_ledger_too(make_sm, case):
+    """Regression: with ledger=False every operation accepted any address."""
+    sm = make_sm("", ledger=False)
+    w = World(sm)
+    _exc, call = ILLEGAL[case]
+    with refused(sm, NotReservedError, also=(ValueError,)):
+        call(w)
 
 
 def test_world_still_works_after_refusals(world):
@@ -380,6 +429,15 @@ def test_settings_cannot_change_harddecommit_midway(make_sm):
         finally:
             sm.debug.harddecommit = 0
     assert sm.debug.harddecommit == 0 and snapshot(sm) == before
+    # the shared-backend route: a second SysMem on the same backend asking for it
+    with pytest.raises(FrozenSettingError):
+        SysMem(sm.backend, godebug="harddecommit=1")
+    with pytest.raises(ValueError):
+        SysMem(sm.backend, godebug=DebugSettings(harddecommit=1))
+    with pytest.raises(AttributeError):
+        sm.backend.debug = DebugSettings(harddecommit=1)
+    assert sm.backend.debug is sm.debug and sm.debug.harddecommit == 0
+    assert snapshot(sm) == before
     sm.sys_unused(p, PS)
     sm.check()
 
@@ -441,6 +499,28 @@ def test_live_view_blocks_unused_under_harddecommit(make_sm):
     del v
     sm.sys_unused(p, 64 * KiB)
     assert sm.mapped_ready == 0
+
+
+def test_live_view_blocks_used_under_harddecommit(make_sm):
+    """Regression: harddecommit's sysUsedOS re-mmaps its whole range, Ready pages too, so
+    sys_used over Prepared + Ready pages zeroed a live view's memory without a word."""
+    sm = make_sm("harddecommit=1")
+    st = sm.stat("other_sys")
+    p = sm.sys_alloc(8 * PS, st)
+    v = sm.view(p + PS, 7 * PS)
+    v[:] = 0xAB
+    sm.sys_unused(p, PS)  # page 0 Prepared, pages 1..7 Ready under the view
+    with refused(sm, LiveViewError, also=(BufferError,)):
+        sm.sys_used(p, 8 * PS, PS)
+    with refused(sm, LiveViewError):
+        sm.sys_used(p + 7 * PS, PS, 0)  # Ready only: still a fresh mapping
+    assert (v == 0xAB).all()
+    sm.sys_used(p, PS, PS)  # next to the view: fine
+    del v
+    sm.sys_unused(p, PS)
+    sm.sys_used(p, 8 * PS, PS)  # Go's call over the whole range, once no view is there
+    assert not sm.view(p, 8 * PS).any()  # every page is a fresh one, as in Go
+    sm.check()
 
 
 def test_slices_and_dtype_views_keep_the_pin(linux_sm):

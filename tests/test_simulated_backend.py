@@ -1,4 +1,5 @@
-"""Tests of the simulated OS backend on its own (not through SysMem)."""
+"""Tests of the simulated OS backend on its own, and of the SysMem paths only its hooks
+reach (the Windows ``sys_reserve_aligned`` race and its nil re-reservation)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sysmem import State, SysMem
 from sysmem._simulated import MADV_DONTNEED, MADV_FREE, SimulatedBackend
 from sysmem.errors import (
     InaccessibleMemoryError,
@@ -535,33 +537,76 @@ def test_windows_huge_page_functions_are_noops():
     assert len(b.calls) == n
 
 
-# -- the Windows sysReserveAligned race ----------------------------------------------------
-def reserve_aligned_windows(b: SimulatedBackend, size: int, align: int) -> tuple[int, int]:
-    """Go's sysReserveAligned on Windows, enough to exercise the race."""
-    for _ in range(100):
-        p = b.reserve(None, size + align, "heap")
-        aligned = (p + align - 1) & -align
-        if aligned == p:
-            return p, size + align
-        b.free(p, size + align)
-        p2 = b.reserve(aligned, size, "heap")
-        if p2 == aligned:
-            return p2, size
-        b.free(p2, size)
-    raise AssertionError("too many retries")
+# -- the Windows sysReserveAligned race (through SysMem) ------------------------------------
+def windows_sysmem() -> tuple[SysMem, SimulatedBackend, int]:
+    """A SysMem on the windows personality whose next over-reservation is not aligned."""
+    sm = SysMem("simulated", personality="windows", godebug="")
+    misalign = sm.sys_alloc(P, sm.stat("other_sys"))  # so no reservation is aligned by luck
+    return sm, sm.backend, misalign
 
 
 def test_steal_race_windows():
-    b = make("windows")
+    sm, b, misalign = windows_sysmem()
     align = 64 * MiB
-    b.alloc(P, "misalign")  # so the first over-reservation is not aligned by luck
     b.steal_next_reservations(2)
-    p, size = reserve_aligned_windows(b, 4 * MiB, align)
+    start = len(b.calls)
+    p, size = sm.sys_reserve_aligned(None, 4 * MiB, align, "heap")
     assert p % align == 0 and size == 4 * MiB
+    # two rounds lost the aligned part to the other thread, the third kept it
     assert len(b.phantoms) == 2
     assert all(addr % align == 0 for addr, _ in b.phantoms)
-    assert all(c[-1] == "other thread" for c in b.calls if "other thread" in c)
-    assert b.inspect(b.phantoms[0][0], P).mapped.all()  # they stay reserved
+    stolen = [c for c in b.calls if "other thread" in c]
+    assert len(stolen) == 2 and all(c[-1] == "other thread" for c in stolen)
+    releases = [c for c in list(b.calls)[start:] if c[0] == "VirtualFree"]
+    assert len(releases) == 5  # 3 over-reservations + 2 lost re-reservations given back
+    assert b.inspect(b.phantoms[0][0], P).mapped.all()  # they stay reserved, not ours
+    # SysMem holds exactly the aligned region: registry, ledger and OS agree
+    assert sm.root_regions.regions() == [(misalign, P), (p, size)]
+    assert [(r.start, r.end, r.state) for r in sm.runs() if r.start == p] == [(p, p + size, State.RESERVED)]
+    for addr, n in b.phantoms:
+        assert not any(base <= addr < base + s for base, s in sm.root_regions.regions())
+    sm.check()
+    sm.close()
+
+
+def test_steal_race_windows_gives_up_after_100_tries_like_go():
+    sm, b, misalign = windows_sysmem()
+    b.steal_next_reservations(100)
+    with pytest.raises(RuntimeThrowError, match="too many retries"):
+        sm.sys_reserve_aligned(None, 4 * MiB, 64 * MiB, "heap")
+    assert len(b.phantoms) == 100
+    assert sm.root_regions.regions() == [(misalign, P)]  # nothing left reserved
+    sm.check()
+    sm.close()
+
+
+def test_windows_nil_re_reservation_throws_like_go():
+    """Go hands the nil re-reservation to sysUnreserve(nil, size), whose VirtualFree
+    fails: Go throws "runtime: failed to release pages"; heaplab raises the same, with
+    nothing left reserved (it used to return (None, 0) as for a plain failure)."""
+    sm, b, misalign = windows_sysmem()
+    b.fail_next("reserve", after=1)  # the over-reservation succeeds, the re-reservation not
+    with pytest.raises(RuntimeThrowError, match="runtime: failed to release pages"):
+        sm.sys_reserve_aligned(None, 4 * MiB, 64 * MiB, "heap")
+    assert sm.root_regions.regions() == [(misalign, P)] and sm.mapped_ready == P
+    assert [c[0] for c in b.calls][-3:] == ["VirtualAlloc", "VirtualFree", "VirtualAlloc"]
+    assert b.calls[-1][-1] == "ERROR_NOT_ENOUGH_MEMORY"
+    sm.check()
+    # and a plain failure of the over-reservation is still Go's nil
+    b.fail_next("reserve")
+    assert sm.sys_reserve_aligned(None, 4 * MiB, 64 * MiB, "heap") == (None, 0)
+    sm.close()
+
+
+def test_fail_next_after_lets_calls_through_first():
+    b = make()
+    b.fail_next("reserve", 2, after=1)
+    assert b.reserve(None, P, "x") is not None
+    assert b.reserve(None, P, "x") is None
+    assert b.reserve(None, P, "x") is None
+    assert b.reserve(None, P, "x") is not None
+    with pytest.raises(ValueError):
+        b.fail_next("reserve", 1, after=-1)
 
 
 def test_steal_race_linux():
@@ -866,18 +911,30 @@ def test_close_is_idempotent():
     assert read(b, p, 3) == b"\0\0\0"
 
 
-def test_many_small_operations_are_fast():
+def test_many_small_operations_leave_exact_state():
+    """20000 used / touch / unused rounds over a 64 MiB mapping (the simulation's hot
+    path; its speed is measured by benchmarks/, not here): the state after them is
+    exactly what the rounds imply."""
     for personality in ("linux", "windows"):
-        b = make(personality)
+        b = make(personality)  # linux: madvdontneed=1, so unused drops the pages
         base = b.reserve(None, 64 * MiB, "heap")
         b.map(base, 64 * MiB, "heap")
-        t = time.perf_counter()
+        touched = set()
         for i in range(20000):
             v = base + (i * 7919 % 8192) * 8192
             b.used(v, 8192)
             b.buffer(v, 16)[0] = 1
             b.unused(v, 8192)
-        assert time.perf_counter() - t < 10, personality
+            touched.add(v)
+        assert len(touched) == 8192  # 7919 is prime to 8192: every 8 KiB block, some twice
+        pages = b.inspect(base, 64 * MiB)
+        assert pages.mapped.all() and not pages.resident.any()
+        assert b.resident_bytes() == b.lazyfree_bytes() == 0
+        # linux: still mapped read/write; windows: decommitted again
+        assert pages.accessible.all() == (personality == "linux")
+        assert b.committed_bytes() == (64 * MiB if personality == "linux" else 0)
+        if personality == "linux":
+            assert read(b, base, 16) == bytes(16)  # MADV_DONTNEED: zero pages again
 
 
 def test_threads_keep_counters_exact():

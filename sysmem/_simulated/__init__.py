@@ -111,7 +111,8 @@ class SimulatedBackend(Backend):
         self.phantoms: list[tuple[int, int]] = []
         self._advise_unused = "free"
         self._lock = threading.Lock()
-        self._failures = dict.fromkeys(FAILABLE_OPS, 0)
+        # per op: (calls to let through first, calls to fail then)
+        self._failures = dict.fromkeys(FAILABLE_OPS, (0, 0))
         self._steals = 0
         self._space = _AddressSpace(phys_page_size, top, segment_size, physical_memory)
         if personality == "sbrk":
@@ -137,10 +138,11 @@ class SimulatedBackend(Backend):
         self.calls.append(entry)
 
     def _take_failure(self, op: str) -> bool:
-        if self._failures[op]:
-            self._failures[op] -= 1
-            return True
-        return False
+        after, count = self._failures[op]
+        if not count:
+            return False
+        self._failures[op] = (after - 1, count) if after else (0, count - 1)
+        return not after
 
     def _maybe_steal(self, v: int | None) -> None:
         if v is not None and self._steals:
@@ -148,8 +150,10 @@ class SimulatedBackend(Backend):
             self._os.steal(v)
 
     # -- test hooks -----------------------------------------------------------------------
-    def fail_next(self, op: str, count: int = 1) -> None:
-        """Make the next ``count`` calls of ``op`` fail as the OS would (0 cancels).
+    def fail_next(self, op: str, count: int = 1, *, after: int = 0) -> None:
+        """Make ``count`` calls of ``op`` fail as the OS would (0 cancels), once ``after``
+        more have succeeded (``after=1`` reaches the re-reservation of Windows'
+        ``sys_reserve_aligned``).
 
         ``reserve``/``alloc`` return None (``reserve_aligned_sbrk`` counts as a
         ``reserve``); ``map`` raises :class:`SysOutOfMemoryError`; ``used`` raises it on
@@ -158,10 +162,10 @@ class SimulatedBackend(Backend):
         """
         if op not in FAILABLE_OPS:
             raise ValueError(f"op must be one of {FAILABLE_OPS}, not {op!r}")
-        if count < 0:
-            raise ValueError("count must be >= 0")
+        if count < 0 or after < 0:
+            raise ValueError("count and after must be >= 0")
         with self._lock:
-            self._failures[op] = count
+            self._failures[op] = (after, count)
 
     def steal_next_reservations(self, count: int) -> None:
         """For the next ``count`` hinted reserves, a phantom thread first takes one page
@@ -225,6 +229,11 @@ class SimulatedBackend(Backend):
     def released_is_accessible(self) -> bool:
         """True on linux (unless harddecommit) and sbrk; False on windows (decommitted)."""
         return self._os.released_is_accessible()
+
+    @property
+    def used_replaces_memory(self) -> bool:
+        """linux with harddecommit: ``used`` re-mmaps the whole range."""
+        return self._os.used_replaces_memory()
 
     def need_zero_after_unused(self) -> bool:
         """linux: ``madvdontneed == 0``; windows, sbrk: True."""

@@ -34,6 +34,9 @@ class _Linux(_Personality):
     def need_zero_after_unused(self) -> bool:
         return self.b.debug.madvdontneed == 0
 
+    def used_replaces_memory(self) -> bool:
+        return self.b.debug.harddecommit > 0
+
     # -- the system calls ---------------------------------------------------------------
     def _name(self, p: int, n: int, name: str) -> None:
         if self.b.debug.decoratemappings and name:

@@ -22,6 +22,9 @@ class _Personality:
         self.page = backend.phys_page_size
         self.mmap_base = mmap_base
 
+    def used_replaces_memory(self) -> bool:
+        return False
+
     def huge_page(self, v: int, n: int) -> None:
         pass
 
