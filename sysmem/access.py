@@ -11,7 +11,9 @@ exported.
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
+from collections import deque
 
 import numpy as np
 
@@ -29,6 +31,14 @@ class AccessMap:
         # weak reference to each view's owner → the range it exposes. A reference's
         # callback drops its entry when the owner dies, so only live views are kept.
         self._pins: dict[weakref.ref, tuple[int, int]] = {}
+        # How many pins cover each address, so "is anything in [a, b) pinned?" costs a
+        # bisection, not a walk over every view (the heap keeps one per span). A dying
+        # view's callback may run anywhere (in the collector, mid-update, on any
+        # thread), so it only queues its range; the queue is applied under _count_lock
+        # before the counts are read or changed.
+        self._counts = IntervalMap(0)
+        self._unpinned: deque[tuple[int, int]] = deque()
+        self._count_lock = threading.Lock()
         # Views pinned so far: a range found free of views stays free until this grows.
         self._pins_made = 0
 
@@ -66,12 +76,42 @@ class AccessMap:
         """Record that [a, b) stays exposed while ``owner`` (weakly referenced) lives."""
         if not self.covers(a, b):
             raise InaccessibleMemoryError(f"[{a:#x}, {b:#x}) is not accessible memory")
-        pins = self._pins
-        self._pins[weakref.ref(owner, lambda ref: pins.pop(ref, None))] = (a, b)
+        pins, unpinned = self._pins, self._unpinned
+
+        def unpin(ref: weakref.ref) -> None:
+            if pins.pop(ref, None) is not None:
+                unpinned.append((a, b))
+
+        with self._count_lock:
+            self._settle()
+            self._shift(a, b, 1)
+            self._pins[weakref.ref(owner, unpin)] = (a, b)
         self._pins_made += 1
+
+    def _shift(self, a: int, b: int, delta: int) -> None:
+        # Add delta to the pin count over [a, b).
+        counts = self._counts
+        for s, e, c in counts.runs(a, b):
+            counts.assign(s, e, c + delta)
+
+    def _settle(self) -> None:
+        # Apply the ranges of views that died since (under _count_lock).
+        unpinned = self._unpinned
+        while unpinned:
+            a, b = unpinned.popleft()
+            self._shift(a, b, -1)
+
+    def any_pinned(self, a: int, b: int) -> bool:
+        """Whether a view may still expose part of [a, b): exact but for views dying
+        right now (:meth:`live_views` tells those apart)."""
+        with self._count_lock:
+            self._settle()
+            return any(c for _s, _e, c in self._counts.runs(a, b))
 
     def live_views(self, a: int, b: int) -> list[tuple[int, int]]:
         """Ranges of live views that overlap [a, b)."""
+        if not self.any_pinned(a, b):
+            return []
         # Iterate a copy made in one C call: a view dying meanwhile (its weakref callback
         # may run in the collector, on any thread) removes its entry from the dict.
         return [(s, e) for ref, (s, e) in self._pins.copy().items()
@@ -86,7 +126,7 @@ class AccessMap:
         was pinned since this one found none over [a, b) (-1: it must scan).
         """
         pins_made = self._pins_made
-        if self._pins and self.live_views(a, b):
+        if self._pins and self.live_views(a, b):  # any_pinned first: cheap when clear
             gc.collect()
             return -1
         return pins_made
