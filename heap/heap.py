@@ -77,7 +77,7 @@ from sysmem.errors import (
 
 from .clock import Clock
 from .constants import HEAP_ARENA_BYTES, PAGE_SHIFT, PAGE_SIZE
-from .mcache import MCache, free_slots, slot_header, touch_for_alloc
+from .mcache import MCache, free_slots, slot_header
 from .mcentral import MCentral
 from .mheap import MHeap
 from .objects import LayoutTable, ObjectInfo, PointerLayout
@@ -302,7 +302,6 @@ class Heap:
         if self._gc_armed:
             self._maybe_gc()
         span = central.grow(npages)
-        _touch_or_give_back(central, [span])
         self._init_large(span, layout)
         central.full[span.base] = span
         mc = self.mcache
@@ -379,12 +378,14 @@ class Heap:
                 used.append(s)
                 if have >= n:
                     break
+        # Touch the spans held already that the batch writes through (fresh ones come
+        # touched), before any slot is taken: running out of memory changes nothing.
+        for span in used:
+            span.touch_for_alloc()
         fresh: list = []
         if have < n:
             nel = self._nelems(spc)
             fresh = central.grow_many(-(-(n - have) // nel))
-        # Touch every span the batch writes through before taking any slot.
-        _touch_or_give_back(central, fresh, used)
 
         groups: list[tuple] = []  # (span, slot indices, must zero, fresh)
         got = 0
@@ -505,7 +506,6 @@ class Heap:
         spc = make_span_class(0, layout is None)
         central = self.centrals[spc]
         spans = central.grow_many(n, npages)
-        _touch_or_give_back(central, spans)
         full = central.full
         init = self._init_large
         for i, s in enumerate(spans):
@@ -1206,20 +1206,6 @@ class Heap:
         st = self.stats()
         return (f"Heap({self.sm.backend.name}, objects={st['HeapObjects']}, "
                 f"alloc={st['HeapAlloc']:#x}, inuse={st['HeapInuse']:#x}, sys={st['HeapSys']:#x})")
-
-
-def _touch_or_give_back(central: MCentral, fresh: list, old: list = ()) -> None:
-    # Make the views an allocation writes through (touch_for_alloc) for spans it
-    # already holds (``old``) and ones just taken from the mheap (``fresh``); if the
-    # machine runs out of memory doing so, the fresh spans go back to the mheap and the
-    # allocation fails with nothing changed.
-    try:
-        for span in (*old, *fresh):
-            touch_for_alloc(span)
-    except BaseException:
-        for span in fresh:
-            central.release(span)
-        raise
 
 
 def release_sysmem(sm: SysMem) -> None:

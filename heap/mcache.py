@@ -220,9 +220,9 @@ class MCache:
         central = self.centrals[spc]
         span = central.cache_span()
         try:
-            touch_for_alloc(span)
+            span.touch_for_alloc()  # a partial span's (a new one's is touched already)
         except BaseException:
-            central.uncache_span(span)  # back where it came from (a new one: the mheap)
+            central.uncache_span(span)  # back to the partial set, unchanged
             raise
         self.install(spc, span)
         return span
@@ -237,17 +237,6 @@ class MCache:
 
     def cached_spans(self) -> list[MSpan]:
         return [self.spans[spc] for spc in sorted(self.active)]
-
-
-def touch_for_alloc(span: MSpan) -> None:
-    """Make the memory view allocating from ``span`` will write through, before any
-    slot is handed out: zeroing (``needzero``), malloc headers and the collector's
-    scans of pointerful spans all go through it. Touching pages is where a (simulated)
-    machine runs out of physical memory (:class:`~sysmem.errors.HeapOutOfMemoryError`),
-    so the caller can still give the span back unchanged. A fresh pointer-free span
-    stays untouched until its objects are used, as fresh memory does on Linux."""
-    if span.needzero or not span.noscan:
-        span.words  # noqa: B018 - made on first access
 
 
 _ALL_SLOTS: dict[int, np.ndarray] = {}

@@ -404,17 +404,21 @@ class MHeap:
                     for k in range(count):
                         self._place(npages, 1, taken)
                         out += self._finish(taken, k, k + 1, npages, spanclass)
-                    return out
-                left = count
-                while left:
-                    left -= self._place(npages, left, taken)
-                i, n = 0, len(taken)
-                while i < n:
-                    j = i + 1
-                    while j < n and taken[j][0] == taken[j - 1][0] + (taken[j - 1][1] * npages << PAGE_SHIFT):
-                        j += 1
-                    out += self._finish(taken, i, j, npages, spanclass)
-                    i = j
+                else:
+                    left = count
+                    while left:
+                        left -= self._place(npages, left, taken)
+                    i, n = 0, len(taken)
+                    while i < n:
+                        j = i + 1
+                        while j < n and taken[j][0] == taken[j - 1][0] + (taken[j - 1][1] * npages << PAGE_SHIFT):
+                            j += 1
+                        out += self._finish(taken, i, j, npages, spanclass)
+                        i = j
+                # Touch what the allocator will write to at once (zeroing, headers, the
+                # collector's scans): running out of memory there still undoes it all.
+                for span in out:
+                    span.touch_for_alloc()
                 return out
             except BaseException as e:
                 self._undo(taken, npages)

@@ -135,6 +135,17 @@ class MSpan:
             self._words = w
         return w
 
+    def touch_for_alloc(self) -> None:
+        """Make the memory view that allocating from this span writes through, before
+        any slot is handed out: zeroing (``needzero``), malloc headers and the
+        collector's scans of pointerful spans all go through it. Touching pages is
+        where a (simulated) machine runs out of physical memory
+        (:class:`~sysmem.errors.HeapOutOfMemoryError`), so the caller can still undo
+        the allocation. A fresh pointer-free span stays untouched until its objects
+        are used, as fresh memory does on Linux."""
+        if self.needzero or not self.spanclass & 1:
+            self.words  # noqa: B018 - made on first access
+
     @words.setter
     def words(self, value: np.ndarray | None) -> None:
         self._words = value
