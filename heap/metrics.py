@@ -73,7 +73,9 @@ def snapshot(heap: Heap) -> dict:
         "/memory/classes/profiling/buckets:bytes": stat("buckhash_sys"),
         "/memory/classes/other:bytes": stat("other_sys") + extra,
     }
-    m["/memory/classes/total:bytes"] = sum(m.values())
+    # As Go does, the total is every byte the runtime mapped (each sys stat once),
+    # not the sum of the classes, so a class that misses or double-counts shows.
+    m["/memory/classes/total:bytes"] = sum(s.load() for s in sm.stats.values())
     trig, goal = p.trigger()
     gc_cpu = heap.gc_pause_total_ns / 1e9
     m.update({
@@ -105,7 +107,7 @@ def snapshot(heap: Heap) -> dict:
         "/sched/pauses/total/gc:seconds-total": gc_cpu,  # heaplab extra: Go has a histogram
         "mapped_ready": sm.mapped_ready,
         "gc_trigger": trig,  # heaplab extra: Go's trigger(), not a Go metric
-        "heap_live": p.heap_live,  # heaplab extra: Go's gcController.heapLive
+        "heap_live": heap._heap_live(),  # heaplab extra: Go's gcController.heapLive, now
     })
     return m
 

@@ -805,7 +805,9 @@ class MHeap:
         for s in spans:
             if s.state != SPAN_IN_USE or (s.sm is None and not s.has_view):
                 out.append(f"{s!r}: listed as in use but state {s.state!r}, or no memory to view")
-            if s.limit != s.base + s.nelems * s.elemsize or s.limit > s.end:
+            large = s.spanclass >> 1 == 0
+            if (not s.base < s.limit <= s.end) if large else (
+                    s.limit != s.base + s.nelems * s.elemsize or s.limit > s.end):
                 out.append(f"{s!r}: limit {s.limit:#x} is wrong")
             for a in (s.base, s.end - 1):
                 if self.span_of(a) is not s:

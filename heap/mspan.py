@@ -37,7 +37,8 @@ class MSpan:
     ``base``, ``npages``: the pages [base, base + npages*8192).
     ``spanclass``: ``sizeclass << 1 | noscan``. ``elemsize``: object size (whole span
     for a large object). ``nelems``: objects that fit (``span_nelems``).
-    ``limit``: ``base + nelems*elemsize``, the end of the object area.
+    ``limit``: the end of the object area: ``base + nelems*elemsize``, or for a large
+    object ``base + `` the size asked for (Go's ``s.limit``), set by the allocator.
     ``state``: ``"in_use"`` or ``"dead"``.
     ``alloc_bits``: bool[nelems], True = slot holds an allocated object;
     ``alloc_count``, ``freeindex``: allocation state kept by the layers above.

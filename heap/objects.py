@@ -18,7 +18,8 @@ class ObjectInfo:
     """What the heap knows about one live object.
 
     ``base``: the object's address (what ``alloc`` returned); ``size``: its usable
-    bytes (the slot minus any malloc header; a large object's whole span);
+    bytes (the slot minus any malloc header; for a large object the size asked for,
+    rounded up to whole words: Go's ``s.limit``, past which a pointer refers to nothing);
     ``span_class``: ``sizeclass << 1 | noscan``; ``has_pointers``: it lives in a scan
     span; ``pointer_words``: indices (from ``base``) of the words that hold pointers;
     ``header_bytes``: 8 when a malloc header precedes ``base``, else 0.

@@ -41,11 +41,13 @@ class Model:
                 self.h.write_word(a + 8 * i, w)
             else:
                 words[i] = 0
-        # A pointer anywhere in the object's slot (its malloc header and the padding
-        # after it too) keeps it alive, as Go's findObject resolves it; the slot's
-        # bounds are fixed by the size classes, so they are read once, here.
+        # A pointer anywhere in a small object's slot (its malloc header and the
+        # padding after it too) keeps it alive, as Go's findObject resolves it; a large
+        # object ends at the size asked for (Go's s.limit). The slot's bounds are fixed
+        # by the size classes, so they are read once, here.
         info = self.h.lookup(a)
-        lo, hi = info.slot_base, info.slot_base + self.h.mheap.span_of(a).elemsize
+        lo = info.slot_base
+        hi = a + size if info.is_large else lo + self.h.mheap.span_of(a).elemsize
         self.objs[a] = {"size": size, "ptrs": sorted(ps), "words": words, "slot": (lo, hi)}
         return a
 

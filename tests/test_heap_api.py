@@ -132,7 +132,11 @@ def test_large_objects_get_their_own_span(make_heap, size, pointers):
     s = span_of(h, a)
     assert s.base == a and s.sizeclass == 0 and s.npages == -(-size // PAGE)
     info = h.lookup(a + size - 1)
-    assert info.base == a and info.size == s.npages * PAGE and info.header_bytes == 0
+    assert info.base == a and info.size == (size + 7) & -8 and info.header_bytes == 0
+    # Past the size asked for (Go's s.limit) an address refers to nothing, though the
+    # span's page goes on: findObject rejects it, and the collector ignores it.
+    assert s.limit == a + size
+    assert all(h.lookup(x) is None for x in (a + size, s.end - 1) if x >= a + size)
     assert info.span_class == make_span_class(0, pointers is None)
     if pointers is not None:
         want = list(range((size + 7) // 8)) if pointers is True else pointers

@@ -13,7 +13,7 @@
 //
 // the wall-clock and process CPU time of the allocation loop alone (the slice that holds
 // the results is made before the clock starts). The collector is off
-// (debug.SetGCPercent(-1)) because heaplab has no collector yet, and every object stays
+// (debug.SetGCPercent(-1)), as on heaplab's side: this measures allocation alone; every object stays
 // reachable until the program exits, so each request is served from fresh memory the
 // way a fresh heaplab heap serves it. A request "version" prints runtime.Version().
 //

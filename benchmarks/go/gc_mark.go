@@ -27,7 +27,7 @@ func main() {
 		nodes[i] = new(node)
 	}
 	x := *seed | 1
-	next := func() uint64 { // xorshift64: cheap, same sequence in Python
+	next := func() uint64 { // xorshift64: cheap (Python draws its graph with numpy: same shape, not the same graph)
 		x ^= x << 13
 		x ^= x >> 7
 		x ^= x << 17
