@@ -1,4 +1,5 @@
-"""pytest-benchmark benchmarks of sys_unused / sys_used / sys_map on 64 KiB ranges.
+"""pytest-benchmark benchmarks of sys_unused / sys_used / sys_map on 64 KiB ranges, and of
+the simulated backend's bookkeeping (a terabyte reservation, placement past many regions).
 
 Each timed call gets its own fresh range, prepared by ``benchmark.pedantic``'s setup
 (untimed): a dirty Ready range for ``sys_unused``, a range that was dirtied and then
@@ -150,3 +151,38 @@ def test_sys_map_64k(benchmark, ledger):
     assert stat.load() == n * SIZE
     assert sm.mapped_ready == 0
     _finish(sm, pool)
+
+
+# -- the simulated backend ------------------------------------------------------------------
+def _simulated(personality: str):
+    from sysmem._simulated import SimulatedBackend
+    from sysmem.settings import DebugSettings
+
+    return SimulatedBackend(DebugSettings(), personality)
+
+
+def test_simulated_terabyte_reservation(benchmark):
+    """Reserve, map and release a terabyte, then inspect pages in its middle: nothing
+    costs per byte (the simulation keeps runs of pages, and stores nothing untouched)."""
+
+    def run(b):
+        p = b.reserve(None, 1 << 40, "heap")
+        b.map(p, 1 << 40, "heap")
+        b.unused(p, 1 << 40)
+        return b.inspect(p + (1 << 39), 16 * 4096)
+
+    pages = benchmark.pedantic(run, setup=lambda: ((_simulated("linux"),), {}),
+                               rounds=ROUNDS, warmup_rounds=WARMUP)
+    assert pages.mapped.all() and pages.accessible.all() and not pages.resident.any()
+
+
+def test_simulated_windows_placement_of_4096_regions(benchmark):
+    """4096 small Windows allocations, as for the arena metadata of a 256 GiB heap: each
+    is placed bottom-up, past all the older ones (quadratic with a linear gap search)."""
+
+    def run(b):
+        return [b.alloc(5 * 4096, "meta") for _ in range(4096)]
+
+    got = benchmark.pedantic(run, setup=lambda: ((_simulated("windows"),), {}),
+                             rounds=5, warmup_rounds=0)
+    assert got == [0x10000 * (k + 1) for k in range(4096)]

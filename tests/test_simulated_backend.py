@@ -3,8 +3,12 @@ reach (the Windows ``sys_reserve_aligned`` race and its nil re-reservation)."""
 
 from __future__ import annotations
 
+import bisect
+import gc
+import os
+import random
+import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -12,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sysmem import State, SysMem
-from sysmem._simulated import MADV_DONTNEED, MADV_FREE, SimulatedBackend
+from heap import Heap
+from sysmem._simulated import MADV_DONTNEED, MADV_FREE, SimulatedBackend, _storage
 from sysmem.errors import (
     InaccessibleMemoryError,
     MisalignedRangeError,
@@ -41,6 +46,12 @@ def write(b: SimulatedBackend, v: int, data: bytes) -> None:
 
 def read(b: SimulatedBackend, v: int, n: int) -> bytes:
     return bytes(b.buffer(v, n))
+
+
+def host_bytes(b: SimulatedBackend) -> int:
+    """Host memory holding the simulated contents (the memfd's allocated bytes)."""
+    file = b._space.storage.file
+    return 0 if file is None else os.fstat(file.fd).st_blocks * 512
 
 
 # -- construction ------------------------------------------------------------------------
@@ -113,20 +124,25 @@ def test_linux_reserve_none_when_no_space():
 
 
 def test_terabyte_reservation_is_cheap():
+    """A terabyte costs no host memory until touched (its speed is measured in
+    benchmarks/test_bench_sysmem.py)."""
     b = make()
-    t = time.perf_counter()
     p = b.reserve(None, 1 << 40, "heap")
     b.map(p, 1 << 40, "heap")
     b.unused(p, 1 << 40)
     pages = b.inspect(p + (1 << 39), 16 * P)
-    assert time.perf_counter() - t < 0.5
     assert pages.mapped.all() and pages.accessible.all() and not pages.resident.any()
     assert b.resident_bytes() == 0
+    assert not b._space.storage.segments and host_bytes(b) == 0  # nothing stored yet
+    assert len(b._space.owner.starts) <= 3  # one run for the whole terabyte
     b.buffer(p + (1 << 39), P)[:] = b"\1" * P
     assert b.resident_bytes() == P
+    assert len(b._space.storage.segments) == 1
+    assert 0 < host_bytes(b) <= 2 * MiB  # one host page (a huge one at most)
     b.free(p, 1 << 40)
     assert b.resident_bytes() == 0
-    assert not b._space.segments  # storage given back once nothing is mapped there
+    assert not b._space.storage.segments  # storage given back once nothing is mapped there
+    assert host_bytes(b) == 0
 
 
 def test_seed_randomises_mmap_base_deterministically():
@@ -182,13 +198,15 @@ def test_buffer_writes_persist_and_overlap():
     assert len(b.buffer(p, 0)) == 0
 
 
-def test_buffer_cannot_straddle_a_segment():
+def test_buffer_cannot_straddle_a_segment_without_memfd(monkeypatch):
+    monkeypatch.setattr(_storage, "_USE_MEMFD", False)  # a host without memfd_create
     b = make(segment_size=MiB)
     v = 0x10_0000_0000
     b.map(v, 4 * MiB, "heap")
     assert len(b.buffer(v + MiB - 8, 8)) == 8
-    with pytest.raises(InaccessibleMemoryError, match="straddles"):
+    with pytest.raises(InaccessibleMemoryError, match="straddles .* no memfd"):
         b.buffer(v + MiB - 8, 16)
+    assert b._space.storage.file is None
 
 
 def test_buffer_outside_address_space():
@@ -1021,3 +1039,426 @@ def test_linux_pages_match_reference_model(ops):
         assert got.lazyfree_bytes == sum(lazy) * P
         assert b.resident_bytes() == sum(res) * P
         assert b.lazyfree_bytes() == sum(lazy) * P
+
+
+# -- contents: views across storage segments ---------------------------------------------------
+needs_memfd = pytest.mark.skipif(not hasattr(os, "memfd_create"),
+                                 reason="views across storage segments need memfd_create")
+
+SEG = 0x10_0000_0000  # a segment-aligned address; the tests use 1 MiB segments
+
+
+def straddling(personality: str, **kw) -> tuple[SimulatedBackend, int]:
+    """A backend with 1 MiB storage segments and [base, base+4 MiB) accessible; base is
+    segment aligned."""
+    if personality == "sbrk":
+        b = make("sbrk", segment_size=MiB, **kw)
+        base = b.alloc(4 * MiB, "x")
+        assert base % MiB == 0
+        return b, base
+    b = make(personality, segment_size=MiB, **kw)
+    if personality == "linux":
+        b.map(SEG, 4 * MiB, "heap")
+    else:
+        assert b.reserve(SEG, 4 * MiB, "heap") == SEG
+        b.used(SEG, 4 * MiB)
+    return b, SEG
+
+
+def pattern(n: int, salt: int = 0) -> bytes:
+    return ((np.arange(n) * 7 + salt) % 251 + 1).astype(np.uint8).tobytes()
+
+
+@needs_memfd
+@pytest.mark.parametrize("personality", ["linux", "windows", "sbrk"])
+def test_views_across_segments_are_one_coherent_memory(personality):
+    b, base = straddling(personality)
+    v = base + MiB // 2  # [v, v + 3 MiB) crosses two segment boundaries
+    data = pattern(3 * MiB)
+    big = b.buffer(v, 3 * MiB)
+    big[:] = data
+    assert b.resident_bytes() == 3 * MiB and b.inspect(v, 3 * MiB).resident.all()
+    # Another straddling view, overlapping: same bytes, and writes go both ways.
+    edge = base + MiB
+    small = b.buffer(edge - 8, 16)
+    assert bytes(small) == data[MiB // 2 - 8 : MiB // 2 + 8]
+    small[:] = b"z" * 16
+    assert bytes(big[MiB // 2 - 8 : MiB // 2 + 8]) == b"z" * 16
+    # Views inside one segment see the same memory.
+    inside = b.buffer(edge, 8)
+    assert bytes(inside) == b"z" * 8
+    inside[:] = b"12345678"
+    assert bytes(big[MiB // 2 : MiB // 2 + 8]) == b"12345678"
+    assert read(b, edge - 4, 8) == b"zzzz1234"
+    assert read(b, v, 3 * MiB)[2 * MiB :] == data[2 * MiB :]
+    assert b.resident_bytes() == 3 * MiB  # residency counted once
+
+
+@needs_memfd
+def test_sysmem_view_and_heap_across_a_segment_boundary():
+    sm = SysMem("simulated", personality="linux")  # 1 GiB segments
+    st_other = sm.stat("other")
+    p = sm.sys_reserve(GiB - 0x10000, 0x20000, "x")
+    assert p == GiB - 0x10000
+    sm.sys_map(p, 0x20000, st_other)
+    sm.sys_used(p, 0x20000, 0x20000)
+    view = sm.view(p, 0x20000)
+    view[:] = 7
+    words = sm.view(p + 0x8000, 0x10000, np.uint64)
+    assert (words == 0x0707070707070707).all()
+    words[:] = 9
+    assert (view[0x8000:0x18000:8] == 9).all()
+    del view, words
+    sm.check()
+    sm.close()
+    # A heap much bigger than a segment: objects cross segment boundaries.
+    h = Heap(backend="simulated", personality="linux", gogc="off", segment_size=MiB)
+    objs = [h.alloc(3 * MiB // 2, False) for _ in range(6)]
+    for i, o in enumerate(objs):
+        h.write(o, pattern(3 * MiB // 2, i))
+    for i, o in enumerate(objs):
+        assert h.read(o, 3 * MiB // 2) == pattern(3 * MiB // 2, i)
+    h.close()
+
+
+@needs_memfd
+@pytest.mark.parametrize("madvdontneed", [1, 0])
+def test_linux_unused_zeroes_every_view_of_the_pages(madvdontneed):
+    b, base = straddling("linux", godebug={"madvdontneed": madvdontneed})
+    v = base + MiB // 2
+    big = b.buffer(v, 3 * MiB)
+    big[:] = b"\xff" * (3 * MiB)
+    other = b.buffer(base + 2 * MiB - P, 2 * P)  # crosses the second boundary
+    # Released: many pages across the first boundary, two across the second.
+    wide = (base + MiB - 32 * P, 64 * P)
+    narrow = (base + 2 * MiB - P, 2 * P)
+    b.unused(*wide)
+    b.unused(*narrow)
+    if madvdontneed == 0:  # MADV_FREE: contents stay until the kernel needs the pages
+        assert bytes(other) == b"\xff" * 2 * P
+        assert b.reclaim() == 66 * P
+    assert b.resident_bytes() == 3 * MiB - 66 * P
+    assert bytes(other) == bytes(2 * P)
+    got = np.frombuffer(big, dtype=np.uint8)
+    zero = np.zeros(3 * MiB, dtype=bool)
+    for a, n in (wide, narrow):
+        zero[a - v : a - v + n] = True
+    assert (got[zero] == 0).all() and (got[~zero] == 0xFF).all()
+    assert read(b, wide[0], wide[1]) == bytes(wide[1])
+
+
+@needs_memfd
+def test_windows_decommitted_straddling_range_faults_until_committed():
+    b, base = straddling("windows")
+    v = base + MiB // 2
+    big = b.buffer(v, 3 * MiB)
+    big[:] = b"\x5a" * (3 * MiB)
+    b.unused(base + MiB - P, 2 * P)  # decommit across the boundary
+    with pytest.raises(InaccessibleMemoryError, match="not accessible"):
+        b.buffer(base + MiB - P, 2 * P)
+    with pytest.raises(InaccessibleMemoryError, match="not accessible"):
+        b.buffer(v, 3 * MiB)
+    assert b.resident_bytes() == 3 * MiB - 2 * P
+    b.used(base + MiB - P, 2 * P)
+    assert read(b, base + MiB - P - 2, 2 * P + 4) == b"\x5a\x5a" + bytes(2 * P) + b"\x5a\x5a"
+    # The old view saw the decommit too: decommitted pages come back as zeros.
+    assert bytes(big[MiB // 2 - P : MiB // 2 + P]) == bytes(2 * P)
+
+
+@needs_memfd
+def test_host_memory_goes_back_with_the_pages():
+    b, base = straddling("linux", godebug={"madvdontneed": 0})
+    v = base + MiB // 2
+    view = b.buffer(v, 3 * MiB)
+    view[:] = b"\1" * (3 * MiB)
+    assert host_bytes(b) >= 3 * MiB
+    b.unused(v, 3 * MiB)  # MADV_FREE: still resident
+    assert host_bytes(b) >= 3 * MiB
+    assert b.reclaim() == 3 * MiB  # memory pressure drops it, in every view
+    assert host_bytes(b) == 0 and bytes(view[:16]) == bytes(16)
+    del view
+    b.free(base, 4 * MiB)
+    assert not b._space.storage.segments and host_bytes(b) == 0
+    # Pages zeroed a few at a time are zeroed by writing, and stay allocated on the host
+    # until their segment has nothing resident and nothing mapped.
+    b, base = straddling("linux")  # madvdontneed=1: sys_unused zeroes at once
+    edge = base + MiB
+    for k in range(-8, 8):
+        b.buffer(edge + 4 * k * P - 1, 2)[:] = b"xy"  # k == 0 crosses the segments
+        b.unused(edge + 4 * k * P - P, 2 * P)
+    assert b.resident_bytes() == 0 and read(b, edge - 1, 2) == b"\0\0"
+    b.unused(edge - P, 2 * P)  # that read made them resident again
+    assert 0 < host_bytes(b)
+    b.free(base, 4 * MiB)
+    assert not b._space.storage.segments and host_bytes(b) == 0
+    b.map(base, MiB, "heap")
+    assert read(b, base + P - 1, 2) == b"\0\0"
+
+
+def open_memfd(file) -> set:
+    """Descriptors and mappings of the process that still refer to ``file``'s memfd."""
+    st = os.fstat(file.fd)
+    key = (st.st_dev, st.st_ino)
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            s = os.stat(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if (s.st_dev, s.st_ino) == key:
+            found.add(("fd", int(fd)))
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and "memfd:" in line and int(fields[4]) == st.st_ino:
+                found.add(("map", fields[0]))
+    return found
+
+
+@needs_memfd
+@pytest.mark.parametrize("how", ["close", "sysmem close", "gc"])
+def test_closing_or_dropping_the_backend_releases_the_memfd(how):
+    holder = SysMem("simulated", personality="linux", segment_size=MiB)
+    b = holder.backend
+    b.map(SEG, 4 * MiB, "heap")
+    b.buffer(SEG + MiB - 8, 16)[:] = b"s" * 16  # a segment mapping + a straddling one
+    file = b._space.storage.file
+    fd = os.dup(file.fd)  # to identify the memfd after it is closed
+    try:
+        file_id = type("F", (), {"fd": fd})()
+        assert {k for k, _ in open_memfd(file_id)} == {"fd", "map"}
+        if how == "close":
+            b.close()
+            assert read(b, SEG + MiB - 8, 16) == bytes(16)  # fresh, zeroed contents
+            b.close()
+        elif how == "sysmem close":
+            holder.close()
+        else:
+            del b, holder, file
+            gc.collect()
+        assert open_memfd(file_id) == {("fd", fd)}  # only our own duplicate is left
+    finally:
+        os.close(fd)
+
+
+@needs_memfd
+def test_forked_child_gets_its_own_copy_of_the_contents():
+    import multiprocessing
+
+    b, base = straddling("linux")
+    view = b.buffer(base + MiB - 8, 16)
+    view[:] = b"parent-parent-pa"
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=_child_scribbles, args=(b, view, base))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert bytes(view) == b"parent-parent-pa"  # the child's writes stayed in the child
+    assert b.resident_bytes() == 2 * P
+    assert read(b, base, 4) == bytes(4)
+
+
+def _child_scribbles(b: SimulatedBackend, view: memoryview, base: int) -> None:
+    ok = bytes(view) == b"parent-parent-pa"
+    view[:] = b"child-child-chil"
+    b.buffer(base, 4)[:] = b"kid!"
+    b.unused(base + MiB - P, 2 * P)
+    ok = ok and bytes(view) == bytes(16)
+    sys.exit(0 if ok else 1)
+
+
+# -- placement ----------------------------------------------------------------------------------
+def placement_sequence(personality: str, seed: int, address_bits: int, steps: int = 60) -> list:
+    """Addresses the simulated OS picks for a fixed mix of hinted and unhinted reserves,
+    allocs and frees."""
+    b = make(personality, seed=seed, address_bits=address_bits)
+    rng = random.Random(1000 + seed)
+    live: list[tuple[int, int]] = []
+    out: list[int | None] = []
+    for _ in range(steps):
+        op = rng.random()
+        if op < 0.15 and live:
+            p, n = live.pop(rng.randrange(len(live)))
+            b.free(p, n)
+            continue
+        n = rng.choice([1, 3, 16, 17, 256, 4096, 1 << 14, 1 << 18, 1 << 20, 1 << 21]) * P
+        if op < 0.3:
+            hint = rng.randrange(1 << address_bits) & -(1 << 16)
+            p = b.reserve(hint, n, "h")
+        elif op < 0.6:
+            p = b.alloc(n, "a")
+        else:
+            p = b.reserve(None, n, "r")
+        out.append(p)
+        if p is not None:
+            live.append((p, n))
+    return out
+
+
+PLACEMENTS_RECORDED = {
+    ('linux', 0, 36): [
+        0xfffffd000, 0xfffffa000, 0xeffffa000, 0xefbffa000, 0xebbffa000, 0xebaffa000,
+        0x12edc0000, 0xe7affa000, 0xe7afe9000, 0xe7afe9000, 0xe7afd9000, 0xfffffa000,
+        0x17c50000, 0xe7afd8000, 0xe7aed8000, 0x61e7c0000, 0xe76ed8000, 0xe76ec7000,
+        0x91ea40000, 0xe75ec7000, 0xe75dc7000, 0xe75dc6000, 0xe76ed5000, 0x45ed10000,
+        0xe75db6000, 0xe35db6000, 0xe31db6000, 0xe31da5000, 0xe31d94000, 0xe31c94000,
+        0xe2dc94000, 0xe76ed4000, 0xc2dc94000, 0xe76ed1000, 0x71ea40000, 0xc29c94000,
+        0xe76ed0000, 0xe76ecf000, 0x324080000, 0xb29c94000, 0xb29c83000, 0xb29c73000,
+        0x22b250000, 0xb29c62000, 0x51ea40000, 0x2b250000, 0x4dea40000, 0xb29c52000,
+        0xb25c52000, 0xe76ed7000, 0xe76ed6000, 0x49ea40000, None,
+    ],
+    ('linux', 5, 34): [
+        0x379365000, 0x179365000, 0x179265000, 0x179255000, None, 0x178255000, 0x178254000,
+        None, 0x178154000, 0x177154000, 0x177054000, 0xa61c0000, 0x177043000, None,
+        0x176043000, None, 0x175f43000, 0x135f43000, 0x134f43000, 0x134e43000, 0x177053000,
+        0x130e43000, 0x3ecd30000, 0x177043000, 0x37d364000, 0xf0e43000, 0xb0e43000,
+        0x37c364000, 0x37c354000, None, 0x37c351000, 0x37b351000, None, None, 0xa8bb0000,
+        None, 0x37b251000, 0x37b250000, None, 0x37b23f000, 0x130f43000, 0x37a23f000,
+        0x661c0000, 0x2d0f0000, None, 0x37c354000, 0xafe43000, 0x37a23c000, 0x37a22b000,
+        0xabe43000, 0xa7e43000, 0x621c0000,
+    ],
+    ('windows', 0, 36): [
+        0x10000, 0x20000, 0x30000, 0x100030000, 0x104030000, 0x144030000, 0x145030000,
+        0x185030000, 0x145030000, 0x145030000, 0x20000, 0x145050000, 0x145060000,
+        0x145160000, 0x145170000, 0x61e7c0000, 0x145270000, 0x149270000, 0x91ea40000,
+        0x149290000, 0x14a290000, 0x14a390000, 0x149270000, 0x45ed10000, 0x149280000,
+        0x1c5030000, 0x14a3a0000, 0x14e3a0000, 0x14e3c0000, 0x14e3e0000, 0x14e4e0000,
+        0x1524e0000, 0x205030000, 0x1524f0000, 0x71e7c0000, 0x152500000, 0x156500000,
+        0x156510000, 0x156520000, 0x45ed20000, 0x157520000, 0x149270000, 0x157540000,
+        0x158540000, 0xb1ea40000, 0xd1ea40000, 0x405030000, 0x158560000, 0x158570000,
+        0x15c570000, 0x15c580000, 0x55ed20000, None,
+    ],
+    ('windows', 9, 33): [
+        0xfece0000, 0x76890000, 0xb6890000, 0xb68a0000, 0x8170000, 0x1ac790000, 0x192170000,
+        None, None, 0xb68c0000, 0xb68c0000, 0xb68e0000, 0xb68f0000, 0xb69f0000, 0xb6a10000,
+        0xb7a10000, 0xf7a10000, 0x18bb60000, 0xf8a10000, 0xf9a10000, 0xf9a20000, 0xb68c0000,
+        0x15e7a0000, 0xfda20000, 0xb68c0000, 0x1f1940000, 0x143ee0000, 0xfea20000,
+        0x1ac7a0000, 0x76890000, 0xb68d0000, 0x8180000, 0xfda20000, 0x13ece0000, None,
+        0xb69f0000, None, 0xfdb20000, None, 0xb6a00000, 0x13fce0000, None, None, 0xfdb40000,
+        0xfdb60000, 0xfdb70000, 0xfdb90000, 0x143f00000, 0xfdba0000, 0xfdbb0000, None, None,
+        0xfdbc0000,
+    ],
+}
+
+
+@pytest.mark.parametrize("config", list(PLACEMENTS_RECORDED))
+def test_placement_is_unchanged(config):
+    """Recorded from the linear-scan placement that the gap index replaced."""
+    assert placement_sequence(*config) == PLACEMENTS_RECORDED[config]
+
+
+def linear_gap(owner, n: int, align: int, lo: int, hi: int, top_down: bool) -> int | None:
+    """The linear-scan search the gap index replaced: the reference it must agree with."""
+    starts, vals = owner.starts, owner.vals
+    if top_down:
+        i = bisect.bisect_left(starts, hi) - 1
+        while i >= 0:
+            if vals[i] is None:
+                s = max(starts[i], lo)
+                e = min(starts[i + 1] if i + 1 < len(starts) else hi, hi)
+                p = (e - n) & -align
+                if e - s >= n and p >= s:
+                    return p
+            if starts[i] <= lo:
+                break
+            i -= 1
+        return None
+    i = max(bisect.bisect_right(starts, lo) - 1, 0)
+    while i < len(starts) and starts[i] < hi:
+        if vals[i] is None:
+            s = -(-max(starts[i], lo) // align) * align
+            e = min(starts[i + 1] if i + 1 < len(starts) else hi, hi)
+            if s + n <= e:
+                return s
+        i += 1
+    return None
+
+
+def linear_place(space, n: int, align: int, base: int, top_down: bool) -> int | None:
+    if top_down:
+        p = linear_gap(space.owner, n, align, space.min_addr, base, True)
+        return p if p is not None else linear_gap(space.owner, n, align, base, space.top, True)
+    p = linear_gap(space.owner, n, align, base, space.top, False)
+    return p if p is not None else linear_gap(space.owner, n, align, space.min_addr, base, False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["linux", "windows"]),
+    st.lists(st.tuples(st.booleans(), st.integers(0, 40), st.integers(1, 40)), max_size=40),
+    st.lists(st.tuples(st.integers(1, 64), st.integers(0, 1 << 20)), min_size=1, max_size=8),
+)
+def test_placement_matches_the_linear_search(personality, ops, queries):
+    b = make(personality, address_bits=24)
+    space = b._space
+    page = 0x10000 if personality == "windows" else P
+    for query_first in (True, False):  # the index is built before or after the changes
+        if query_first:
+            space.place(P, page, space.top // 2, personality == "linux")
+        for free, slot, pages in ops:
+            lo = 0x10000 + slot * 0x18000
+            if personality == "linux":
+                if free:
+                    b.free(lo, pages * P)
+                else:
+                    b.map(lo, pages * P, "x")
+            elif not free and space.is_free(lo, lo + pages * P):
+                b.reserve(lo, pages * P, "x")
+            elif free and lo in b._os.allocs:
+                b.free(lo, 0)
+        for k, base in queries:
+            for align in {page, P, 4 * P}:
+                for down in (False, True):
+                    base_at = max(space.min_addr, min(base * 16, space.top))
+                    want = linear_place(space, k * P, align, base_at, down)
+                    assert space.place(k * P, align, base_at, down) == want, (k, align, base_at)
+        b = make(personality, address_bits=24)
+        space = b._space
+
+
+class _CountingList(list):
+    """A list that counts the items read from it."""
+
+    reads = 0
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return super().__getitem__(i)
+
+
+def runs_read(b: SimulatedBackend, call) -> int:
+    """How many owner-map runs ``call`` reads (the linear search read every run it
+    passed)."""
+    owner = b._space.owner
+    owner.vals = counting = _CountingList(owner.vals)
+    try:
+        call()
+    finally:
+        owner.vals = list(counting)
+    return counting.reads
+
+
+@pytest.mark.parametrize("personality", ["linux", "windows"])
+def test_placement_does_not_scan_every_region(personality):
+    """Placing past thousands of regions reads a few runs, not all of them (its speed is
+    measured in benchmarks/test_bench_sysmem.py)."""
+    b = make(personality)
+    if personality == "windows":  # bottom-up, 64 KiB apart: each leaves a useless remainder
+        got = [b.alloc(5 * P, "meta") for _ in range(3000)]
+        assert got == [0x10000 * (k + 1) for k in range(3000)]
+        want = got[-1] + 0x10000
+    else:  # top-down; every other page freed again: 1500 one-page holes
+        got = [b.alloc(P, "x") for _ in range(3001)]
+        assert got == [got[0] - k * P for k in range(3001)]
+        for p in got[1::2]:
+            b.free(p, P)
+        want = got[-1] - 2 * P
+    out = []
+    assert runs_read(b, lambda: out.append(b.alloc(2 * P, "y"))) < 50
+    assert out == [want]
+    # Freed space is found again, first fit from the base.
+    b.free(got[1500], P)
+    if personality == "windows":
+        assert b.alloc(P, "again") == got[1500]
+    else:
+        assert b.alloc(3 * P, "again") == got[1501]  # the only 3-page hole

@@ -8,7 +8,9 @@ Memory contents and residency: :meth:`SimulatedBackend.buffer` hands out a writa
 ``memoryview``; every page it covers counts as touched (resident). A page that is not
 resident always reads as zero, so zeroing on release is needed only for pages that were
 resident. ``MADV_FREE``'d pages stay resident (and keep their contents) until touched
-again or until :meth:`SimulatedBackend.reclaim` models memory pressure.
+again or until :meth:`SimulatedBackend.reclaim` models memory pressure. Contents live in
+host memory (:mod:`._storage`: one sparse memfd on Linux), so every buffer of the same
+pages shares them, whichever range it covers.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from ..backend import Backend, OsPages
 from ..settings import DebugSettings
 from ._linux import MADV_DONTNEED, MADV_FREE, _Linux
 from ._sbrk import _Sbrk
-from ._space import _OUT, _AddressSpace, _up
+from ._align import _up
+from ._space import _AddressSpace
 from ._windows import _WIN_GRANULARITY, _Windows
 
 __all__ = [
@@ -69,8 +72,9 @@ class SimulatedBackend(Backend):
                  call_log_size: int = 10000, segment_size: int = _GIB) -> None:
         """See the class docstring; ``seed`` != 0 randomises the mmap base (like ASLR).
 
-        ``segment_size`` is the span of one storage segment; :meth:`buffer` cannot
-        cross a segment boundary.
+        ``segment_size`` is the span of one storage segment (one host mapping). On hosts
+        without ``memfd_create`` (and above 2**62), :meth:`buffer` cannot cross a segment
+        boundary.
         """
         super().__init__(debug)
         if personality not in PERSONALITIES:
@@ -307,9 +311,11 @@ class SimulatedBackend(Backend):
     def buffer(self, v: int, n: int) -> memoryview:
         """A writable view of [v, v+n); its pages count as touched (resident).
 
+        Every buffer of the same pages shares their memory, whatever ranges they cover.
         Raises :class:`InaccessibleMemoryError` for pages that are unmapped or
-        inaccessible, or a range crossing a storage segment boundary, and
-        :class:`SysOutOfMemoryError` when the touch exceeds ``physical_memory``.
+        inaccessible (or for a range crossing a storage segment boundary on hosts without
+        memfd, or above 2**62), and :class:`SysOutOfMemoryError` when the touch exceeds
+        ``physical_memory`` or the host refuses the mapping.
         """
         with self._lock:
             return self._space.touch(v, n)
@@ -338,12 +344,7 @@ class SimulatedBackend(Backend):
             return self._space.reclaim()
 
     def close(self) -> None:
-        """Drop the simulated contents; idempotent. Pages read as zero afterwards."""
+        """Drop the simulated contents and close the host storage (the memfd and its
+        mappings, once no view uses them); idempotent. Pages read as zero afterwards."""
         with self._lock:
-            space = self._space
-            for s, e, st in space.res.runs(0, space.top):
-                if st:
-                    space.res.assign(s, e, _OUT)
-            space.resident = space.lazyfree = 0
-            space.seg_resident.clear()
-            space.segments.clear()
+            self._space.close()

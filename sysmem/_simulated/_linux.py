@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from ..errors import MisalignedRangeError, RuntimeThrowError, SysOutOfMemoryError
 from ._personality import _OTHER_THREAD, _Personality
-from ._space import _HG, _NH, _down, _up
+from ._align import _down, _up
+from ._space import _HG, _NH
 
 #: advice names, as they appear in ``SimulatedBackend.supported_advice`` and ``calls``
 MADV_FREE = "MADV_FREE"

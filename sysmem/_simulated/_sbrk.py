@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import RuntimeThrowError
 from ._personality import _OTHER_THREAD, _Personality
-from ._space import _up
+from ._align import _up
 
 if TYPE_CHECKING:
     from . import SimulatedBackend

@@ -1,14 +1,14 @@
 """The modelled address space of :class:`~sysmem._simulated.SimulatedBackend`.
 
 The address space reaches ``1 << address_bits`` and costs nothing until touched: page
-attributes are kept as run-length interval maps, and contents live in lazily created
-storage segments (``segment_size``-aligned, 1 GiB by default) that are released to the
-host when nothing in them is resident and mapped.
+attributes are kept as run-length interval maps (the owner map also indexes its free gaps,
+:mod:`._gaps`), and contents live in :mod:`._storage`: lazily created storage segments
+(``segment_size``-aligned, 1 GiB by default) that are released to the host when nothing
+in them is resident and mapped.
 """
 
 from __future__ import annotations
 
-import mmap
 from bisect import bisect_left, bisect_right
 from typing import Any, Callable, Iterator
 
@@ -17,6 +17,9 @@ import numpy as np
 from ..backend import OsPages
 from ..errors import InaccessibleMemoryError, SysOutOfMemoryError
 from ..intervals import IntervalMap
+from ._align import _down, _up
+from ._gaps import _OwnerMap
+from ._storage import _Storage
 
 # Linux's default vm.mmap_min_addr and the lowest address Windows hands out: 64 KiB.
 _MIN_ADDR = 0x10000
@@ -25,63 +28,6 @@ _MIN_ADDR = 0x10000
 _OUT, _IN, _LAZY = 0, 1, 2
 # Huge-page advice recorded per page.
 _HG, _NH = "hg", "nh"
-
-
-def _up(x: int, a: int) -> int:
-    return (x + a - 1) & -a  # a is a power of two
-
-
-def _down(x: int, a: int) -> int:
-    return x & -a
-
-
-# ---------------------------------------------------------------------------------------
-# Contents
-# ---------------------------------------------------------------------------------------
-_HOST_PAGE = mmap.PAGESIZE
-_CAN_DROP_HOST_PAGES = hasattr(mmap, "MADV_DONTNEED") and hasattr(mmap.mmap, "madvise")
-
-
-class _Segment:
-    """Backing bytes for one aligned window of the simulated address space.
-
-    A private anonymous host mapping where the host has one (zero-filled and committed
-    only where written; opted out of host THP so one touched simulated page costs one
-    host page), else ``numpy.zeros``.
-    """
-
-    __slots__ = ("array", "view", "_mm")
-
-    def __init__(self, size: int) -> None:
-        self._mm: mmap.mmap | None = None
-        try:
-            mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE,
-                           prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        except (AttributeError, OSError, TypeError, ValueError):
-            self.array = np.zeros(size, dtype=np.uint8)
-        else:
-            if hasattr(mmap, "MADV_NOHUGEPAGE"):
-                try:
-                    mm.madvise(mmap.MADV_NOHUGEPAGE)
-                except OSError:
-                    pass
-            self._mm = mm
-            self.array = np.frombuffer(mm, dtype=np.uint8)
-        self.view = memoryview(self.array)
-
-    def zero(self, a: int, b: int) -> None:
-        """Zero bytes [a, b) of the segment, giving whole host pages back when possible."""
-        mm = self._mm
-        if mm is not None and _CAN_DROP_HOST_PAGES and b - a >= 16 * _HOST_PAGE:
-            ia, ib = _up(a, _HOST_PAGE), _down(b, _HOST_PAGE)
-            self.array[a:ia] = 0
-            self.array[ib:b] = 0
-            try:
-                mm.madvise(mmap.MADV_DONTNEED, ia, ib - ia)
-                return
-            except OSError:
-                pass
-        self.array[a:b] = 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -100,7 +46,7 @@ class _AddressSpace:
         self.top = top
         self.min_addr = min(_MIN_ADDR, top // 2)
         self.physical_memory = physical_memory
-        self.owner = IntervalMap(None)  # None = unmapped; else True / allocation base
+        self.owner = _OwnerMap(top)  # None = unmapped; else True / allocation base
         self.prot = IntervalMap(False)  # accessible (RW / committed)
         self.res = IntervalMap(_OUT)
         self.huge = IntervalMap(None)  # None / _HG / _NH
@@ -108,7 +54,7 @@ class _AddressSpace:
         self.lazyfree = 0
         self.accessible = 0
         self.seg_shift = min(segment_size, top).bit_length() - 1
-        self.segments: dict[int, _Segment] = {}
+        self.storage = _Storage(self.seg_shift, top)
         self.seg_resident: dict[int, int] = {}
 
     # -- queries ------------------------------------------------------------------------
@@ -137,32 +83,56 @@ class _AddressSpace:
         p = self._gap_up(n, align, base, self.top)
         return p if p is not None else self._gap_up(n, align, self.min_addr, base)
 
-    def _gap_down(self, n: int, align: int, lo_lim: int, hi_lim: int) -> int | None:
-        starts, vals = self.owner.starts, self.owner.vals
-        i = bisect_left(starts, hi_lim) - 1
-        while i >= 0:
-            if vals[i] is None:
-                s = max(starts[i], lo_lim)
-                e = min(starts[i + 1] if i + 1 < len(starts) else hi_lim, hi_lim)
-                p = _down(e - n, align)
-                if e - s >= n and p >= s:
-                    return p
-            if starts[i] <= lo_lim:
-                break
-            i -= 1
+    # The searches take the first fitting free run (clipped to [lo_lim, hi_lim)) scanning
+    # from one end of the range: the run at that end is checked here, the runs past it
+    # are found through the owner map's gap tree, which holds their unclipped fits.
+    def _run(self, i: int, lo_lim: int, hi_lim: int) -> tuple[int, int] | None:
+        """Free run i clipped to [lo_lim, hi_lim), or None if it is mapped."""
+        starts = self.owner.starts
+        if self.owner.vals[i] is not None:
+            return None
+        end = starts[i + 1] if i + 1 < len(starts) else hi_lim
+        return max(starts[i], lo_lim), min(end, hi_lim)
+
+    def _fit_up(self, i: int, n: int, align: int, lo_lim: int, hi_lim: int) -> int | None:
+        run = self._run(i, lo_lim, hi_lim)
+        if run is not None and _up(run[0], align) + n <= run[1]:
+            return _up(run[0], align)
+        return None
+
+    def _fit_down(self, i: int, n: int, align: int, lo_lim: int, hi_lim: int) -> int | None:
+        run = self._run(i, lo_lim, hi_lim)
+        if run is not None and run[1] - run[0] >= n and _down(run[1] - n, align) >= run[0]:
+            return _down(run[1] - n, align)
         return None
 
     def _gap_up(self, n: int, align: int, lo_lim: int, hi_lim: int) -> int | None:
-        starts, vals = self.owner.starts, self.owner.vals
-        i = max(bisect_right(starts, lo_lim) - 1, 0)
-        while i < len(starts) and starts[i] < hi_lim:
-            if vals[i] is None:
-                s = _up(max(starts[i], lo_lim), align)
-                e = min(starts[i + 1] if i + 1 < len(starts) else hi_lim, hi_lim)
-                if s + n <= e:
-                    return s
-            i += 1
-        return None
+        starts = self.owner.starts
+        i = max(bisect_right(starts, lo_lim) - 1, 0)  # the run holding lo_lim
+        if starts[i] >= hi_lim:
+            return None
+        p = self._fit_up(i, n, align, lo_lim, hi_lim)
+        if p is not None:
+            return p
+        s = self.owner.gaps(align).first_from(starts[i] + 1, n)
+        if s is None or s >= hi_lim:
+            return None
+        # Inside the range it fits; the run holding hi_lim may not once clipped, and no
+        # later run starts below hi_lim.
+        return self._fit_up(bisect_right(starts, s) - 1, n, align, lo_lim, hi_lim)
+
+    def _gap_down(self, n: int, align: int, lo_lim: int, hi_lim: int) -> int | None:
+        starts = self.owner.starts
+        i = bisect_left(starts, hi_lim) - 1  # the last run starting below hi_lim
+        if i < 0:
+            return None
+        p = self._fit_down(i, n, align, lo_lim, hi_lim)
+        if p is not None or starts[i] <= lo_lim:
+            return p
+        s = self.owner.gaps(align).last_upto(starts[i] - 1, n)
+        if s is None or s < starts[bisect_right(starts, lo_lim) - 1]:
+            return None  # below the run holding lo_lim, where the search stops
+        return self._fit_down(bisect_right(starts, s) - 1, n, align, lo_lim, hi_lim)
 
     # -- attribute updates ----------------------------------------------------------------
     def set_prot(self, lo: int, hi: int, accessible: bool) -> None:
@@ -194,9 +164,7 @@ class _AddressSpace:
                     self.seg_resident[seg] = self.seg_resident.get(seg, 0) + (b - a)
                     continue
                 base = seg << self.seg_shift
-                segment = self.segments.get(seg)
-                if segment is not None:
-                    segment.zero(a - base, b - base)
+                self.storage.zero(seg, a - base, b - base)
                 left = self.seg_resident.get(seg, 0) - (b - a)
                 if left:
                     self.seg_resident[seg] = left
@@ -214,10 +182,8 @@ class _AddressSpace:
         for s, e, st in self.res.runs(lo, hi):
             if st:
                 for seg, a, b in self._pieces(s, e):
-                    segment = self.segments.get(seg)
-                    if segment is not None:
-                        base = seg << self.seg_shift
-                        segment.zero(a - base, b - base)
+                    base = seg << self.seg_shift
+                    self.storage.zero(seg, a - base, b - base)
 
     def mark_lazyfree(self, lo: int, hi: int) -> None:
         for s, e, st in self.res.runs(lo, hi):
@@ -241,17 +207,17 @@ class _AddressSpace:
         self.set_prot(lo, hi, False)
         self.huge.assign(lo, hi, None)
         shift = self.seg_shift
-        for seg in [s for s in self.segments if lo >> shift <= s <= (hi - 1) >> shift]:
+        for seg in [s for s in self.storage.segments if lo >> shift <= s <= (hi - 1) >> shift]:
             self._maybe_release(seg)
 
     def _maybe_release(self, seg: int) -> None:
         # Keep storage while anything in the window is mapped, so a stale view of a
         # released-but-mapped page still reaches the same bytes, as it would on a kernel.
-        if seg in self.seg_resident or seg not in self.segments:
+        if seg in self.seg_resident or seg not in self.storage.segments:
             return
         lo = seg << self.seg_shift
         if not self.mapped_pieces(lo, lo + (1 << self.seg_shift)):
-            del self.segments[seg]
+            self.storage.release(seg)
 
     def reclaim(self, keep_lo: int = 0, keep_hi: int = 0) -> int:
         """Drop lazy-free pages outside [keep_lo, keep_hi); returns the bytes dropped."""
@@ -280,24 +246,16 @@ class _AddressSpace:
                 what = "not mapped" if self.owner.value_at(s) is None else "not accessible"
                 raise InaccessibleMemoryError(
                     f"buffer(0x{v:x}, {n}): page 0x{s:x} is {what}; touching it would fault")
-        seg = v >> self.seg_shift
-        if (end - 1) >> self.seg_shift != seg:
-            boundary = (seg + 1) << self.seg_shift
-            raise InaccessibleMemoryError(
-                f"buffer(0x{v:x}, {n}) straddles 0x{boundary:x}, a boundary between the "
-                f"simulation's {1 << self.seg_shift}-byte storage segments; the simulated "
-                f"backend cannot hand out one contiguous buffer across it")
         runs = self.res.runs(lo, hi)
-        if len(runs) != 1 or runs[0][2] != _IN:
-            new = sum(e - s for s, e, st in runs if st == _OUT)
-            budget = self.physical_memory
-            if new and budget is not None and self.resident + new > budget:
-                self._relieve_pressure(new, lo, hi, runs)
-            if seg not in self.segments:
-                self.segments[seg] = _Segment(1 << self.seg_shift)
-            self.set_res(lo, hi, _IN)
-        base = seg << self.seg_shift
-        return self.segments[seg].view[v - base:end - base]
+        if len(runs) == 1 and runs[0][2] == _IN:
+            return self.storage.buffer(v, end)
+        buf = self.storage.buffer(v, end)  # first: it may refuse, before anything changes
+        new = sum(e - s for s, e, st in runs if st == _OUT)
+        budget = self.physical_memory
+        if new and budget is not None and self.resident + new > budget:
+            self._relieve_pressure(new, lo, hi, runs)
+        self.set_res(lo, hi, _IN)
+        return buf
 
     def _relieve_pressure(self, new: int, lo: int, hi: int, runs: list) -> None:
         # A kernel short of memory frees MADV_FREE'd pages before it gives up.
@@ -310,6 +268,15 @@ class _AddressSpace:
                 f"bytes; {self.resident} are resident and the simulated machine has "
                 f"physical_memory={budget}")
         self.reclaim(lo, hi)
+
+    def close(self) -> None:
+        """Drop all contents (every page becomes non-resident) and the host storage."""
+        for s, e, st in self.res.runs(0, self.top):
+            if st:
+                self.res.assign(s, e, _OUT)
+        self.resident = self.lazyfree = 0
+        self.seg_resident.clear()
+        self.storage.close()
 
     def inspect(self, v: int, n: int) -> OsPages:
         page = self.page

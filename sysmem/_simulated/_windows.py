@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import RuntimeThrowError, SysOutOfMemoryError
 from ._personality import _OTHER_THREAD, _Personality
-from ._space import _down, _up
+from ._align import _down, _up
 
 if TYPE_CHECKING:
     from . import SimulatedBackend
