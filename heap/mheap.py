@@ -106,12 +106,22 @@ class _HeapPages(PageAlloc):
         self.last_scav = 0
 
     def alloc_range(self, base: int, npages: int) -> int:
-        mask = done = 0
-        for ci, _bits, first, n in _chunk_pieces(base, npages, 0):
-            mask |= ((self.chunk_of(ci).scavenged.to_int() >> first) & ((1 << n) - 1)) << done
-            done += n
-        self.last_scav = mask
+        self.last_scav = _join_bits([
+            ((self.chunk_of(ci).scavenged.to_int() >> first) & ((1 << n) - 1), n)
+            for ci, _bits, first, n in _chunk_pieces(base, npages, 0)
+        ])
         return super().alloc_range(base, npages)
+
+
+def _join_bits(pieces: list[tuple[int, int]]) -> int:
+    """One int from (value, bit count) pieces, the first in the lowest bits. Joined
+    pairwise, so a span of millions of pages costs O(n log n), not O(n**2)."""
+    while len(pieces) > 1:
+        joined = [(a | b << na, na + nb) for (a, na), (b, nb) in zip(pieces[::2], pieces[1::2])]
+        if len(pieces) & 1:
+            joined.append(pieces[-1])
+        pieces = joined
+    return pieces[0][0] if pieces else 0
 
 
 def _page_number(addr: int) -> int:
@@ -124,11 +134,17 @@ def _chunk_pieces(base: int, npages: int, mask: int) -> Iterator[tuple[int, int,
     for each chunk that [base, base + npages pages) touches; ``mask`` has one bit per
     page of the range."""
     p = _page_number(base)
+    # Slices of the mask come from its bytes, so a huge mask is not shifted per chunk.
+    raw = mask.to_bytes((npages + 7) >> 3, "little") if mask else b""
     done = 0
     while done < npages:
         first = p & _CHUNK_PAGE_MASK
         n = min(npages - done, PALLOC_CHUNK_PAGES - first)
-        yield p >> _LOG_CHUNK_PAGES, (mask >> done) & ((1 << n) - 1), first, n
+        bits = 0
+        if raw:
+            lo = done >> 3
+            bits = (int.from_bytes(raw[lo:(done + n + 7 >> 3) + 1], "little") >> (done & 7)) & ((1 << n) - 1)
+        yield p >> _LOG_CHUNK_PAGES, bits, first, n
         p += n
         done += n
 
@@ -557,16 +573,15 @@ class MHeap:
                     sb.from_int(sb.to_int() | (bits << first))
 
     def _release_again(self, base: int, smask: int) -> None:
-        # Undo sys_used: release again exactly the pages that were released before.
-        i = 0
-        while smask:
-            skip = (smask & -smask).bit_length() - 1
-            smask >>= skip
-            i += skip
-            length = (~smask & (smask + 1)).bit_length() - 1  # trailing ones
-            self.sm.sys_unused(base + (i << PAGE_SHIFT), length << PAGE_SHIFT)
-            smask >>= length
-            i += length
+        # Undo sys_used: release again exactly the pages that were released before,
+        # one sys_unused per run of them (found with numpy: the mask may be huge).
+        if not smask:
+            return
+        bits = np.unpackbits(np.frombuffer(smask.to_bytes((smask.bit_length() + 7) >> 3, "little"),
+                                           np.uint8), bitorder="little")
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], bits.astype(np.int8), [0]))))
+        for i, j in zip(edges[::2].tolist(), edges[1::2].tolist()):
+            self.sm.sys_unused(base + (i << PAGE_SHIFT), (j - i) << PAGE_SHIFT)
 
     def _alloc_needs_zero(self, base: int, npages: int, count: int = 1) -> list[bool]:
         # Go's allocNeedsZero for `count` spans of `npages` pages one after the other

@@ -922,3 +922,51 @@ def test_span_words_are_made_on_first_use(kind, new_sm):
     assert s.words is None and not s.has_view and s.sm is None
     stranger = MSpan(s.base, 1, SC_SMALL, 48, 165)
     assert stranger.words is None
+
+
+# --- scavenged-page masks of huge spans ----------------------------------------------------
+def test_scavenged_masks_of_any_size_are_split_and_joined_exactly():
+    # The masks recording which pages of an allocation were released can cover millions
+    # of pages, so they are built, cut per chunk and turned into runs without shifting
+    # the whole mask per step; this checks those helpers against the plain definitions.
+    import random
+
+    from heap.mheap import _chunk_pieces, _join_bits, _page_number
+
+    rng = random.Random(7)
+    for _ in range(500):
+        npages = rng.randint(1, 3000)
+        base = FIRST_HINT + rng.randint(0, 2000) * PAGE_SIZE
+        mask = rng.choice([0, (1 << npages) - 1, rng.getrandbits(npages)])
+        p, done, want = _page_number(base), 0, []
+        while done < npages:
+            n = min(npages - done, 512 - (p & 511))
+            want.append((p >> 9, (mask >> done) & ((1 << n) - 1), p & 511, n))
+            p, done = p + n, done + n
+        assert list(_chunk_pieces(base, npages, mask)) == want
+        assert _join_bits([(bits, n) for _, bits, _, n in want]) == mask
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple[int, int]] = []
+
+        def sys_unused(self, addr: int, nbytes: int) -> None:
+            self.calls.append((addr // PAGE_SIZE, nbytes // PAGE_SIZE))
+
+    for _ in range(300):
+        mask = rng.getrandbits(rng.randint(1, 2000))
+        fake = type("FakeHeap", (), {})()
+        fake.sm = Recorder()
+        MHeap._release_again(fake, 0, mask)
+        bits = [(mask >> i) & 1 for i in range(mask.bit_length())]
+        runs, i = [], 0
+        while i < len(bits):
+            if bits[i]:
+                j = i
+                while j < len(bits) and bits[j]:
+                    j += 1
+                runs.append((i, j - i))
+                i = j
+            else:
+                i += 1
+        assert fake.sm.calls == runs
