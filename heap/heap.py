@@ -134,6 +134,8 @@ def _as_count(n: object, op: str, name: str = "n") -> int:
 
 
 def _as_size(size: object) -> int:
+    if size.__class__ is int and size > 0:
+        return size  # the common case, without the checks' calls
     n = _as_count(size, "alloc", "size")
     if n == 0:
         raise InvalidSizeError("alloc: size must be positive, got 0 (heaplab has no zero-size objects)")
@@ -210,6 +212,8 @@ class Heap:
         self._noscan_spc, self._scan_class = _size_tables()
         #: True while the mcache has handed out slots its spans' alloc bits don't show
         self._dirty = False
+        #: scannable bytes allocated since the last settle (Go's mcache.scanAlloc)
+        self._scan_alloc = 0
         self._layouts = LayoutTable()
         #: pointer layouts by id (index 0 unused: a header of 0 means "no layout")
         self.types = self._layouts.types
@@ -268,7 +272,7 @@ class Heap:
         if layout is not None:
             span = self.mcache.spans[spc]
             self._init_scan_object(span, addr, header, layout)
-            self.pacer.update(0, layout.scan_bytes(span.elemsize, header))
+            self._scan_alloc += layout.scan_bytes(span.elemsize, header)  # _dirty is set
         return addr
 
     def _refill_next(self, spc: int) -> int:
@@ -538,6 +542,9 @@ class Heap:
             raise _closed_error()
         self.mcache.commit_all()
         self._dirty = False
+        if self._scan_alloc:  # Go's mcache.scanAlloc, handed to the pacer when settled
+            self.pacer.update(0, self._scan_alloc)
+            self._scan_alloc = 0
 
     def free(self, addr: int) -> None:
         """Free the object at ``addr`` (the address :meth:`alloc` returned).
@@ -924,8 +931,7 @@ class Heap:
         # Go's heapLive: the marked heap plus what was allocated since the mark. Go
         # counts a whole span when an mcache takes it (an overestimate fixed up later);
         # heaplab can count exactly, because it settles allocations per span anyway.
-        self.mcache.commit_all()
-        self._dirty = False
+        self._flush()
         return self.pacer.heap_marked + self.mcache.alloc_bytes - self._alloc_at_mark
 
     def _maybe_gc(self) -> None:
