@@ -249,6 +249,10 @@ class LinuxBackend(Backend):
         """A writable buffer over [v, v+n) of this process's memory."""
         return ffi.buffer(ffi.cast("char *", v), n)
 
+    def expose(self, v: int, n: int) -> tuple[object, int]:
+        """The memory is this process's own, at its own address: nothing to keep alive."""
+        return None, v
+
     def inspect(self, v: int, n: int) -> OsPages:
         """The kernel's view: protection and huge-page advice from smaps, residency from mincore."""
         return self._inspect(v, n, smaps(v, n))

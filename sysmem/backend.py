@@ -165,6 +165,13 @@ class Backend(ABC):
     def buffer(self, v: int, n: int) -> memoryview:
         """A writable byte buffer over [v, v+n). Called only for accessible ranges."""
 
+    def expose(self, v: int, n: int) -> tuple[object, int]:
+        """(an object to keep alive while the bytes are used, or None; the host address
+        where [v, v+n) can be read and written). What views are made from; by default
+        through :meth:`buffer`."""
+        buf = self.buffer(v, n)
+        return buf, np.frombuffer(buf, dtype=np.uint8).__array_interface__["data"][0]
+
     @abstractmethod
     def inspect(self, v: int, n: int) -> OsPages:
         """What the OS reports about [v, v+n): mappings, protection, residency."""

@@ -79,13 +79,12 @@ class _Exposed:
     """The owner of the memory a view exposes: every array made from a view, and the
     view's ``.base``, keep it alive, and SysMem pins the memory while it lives."""
 
-    __slots__ = ("__array_interface__", "_buffer", "__weakref__")
+    __slots__ = ("__array_interface__", "_keep", "__weakref__")
 
-    def __init__(self, buffer, nbytes: int) -> None:
-        self._buffer = buffer  # keeps a simulated backend's storage alive
-        addr = np.frombuffer(buffer, dtype=np.uint8).__array_interface__["data"][0]
+    def __init__(self, keep: object, host_addr: int, nbytes: int) -> None:
+        self._keep = keep  # e.g. a simulated backend's storage
         self.__array_interface__ = {
-            "shape": (nbytes,), "typestr": "|u1", "data": (addr, False), "version": 3,
+            "shape": (nbytes,), "typestr": "|u1", "data": (host_addr, False), "version": 3,
         }
 
 
@@ -690,7 +689,7 @@ class SysMem:
                 raise InaccessibleMemoryError(
                     f"view({addr:#x}, {nbytes:#x}): the range is not accessible memory"
                 )
-            exposed = _Exposed(self.backend.buffer(addr, nbytes), nbytes)
+            exposed = _Exposed(*self.backend.expose(addr, nbytes), nbytes)
             self._access.pin(addr, addr + nbytes, exposed)
         arr = np.asarray(exposed)
         return arr if dt == np.uint8 else arr.view(dt)
