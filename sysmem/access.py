@@ -91,6 +91,10 @@ class AccessMap:
     def _shift(self, a: int, b: int, delta: int) -> None:
         # Add delta to the pin count over [a, b).
         counts = self._counts
+        _s, e, c = counts.run_at(a)
+        if e >= b:  # the usual case: one run covers the range
+            counts.assign(a, b, c + delta)
+            return
         for s, e, c in counts.runs(a, b):
             counts.assign(s, e, c + delta)
 

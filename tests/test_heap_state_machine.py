@@ -1,6 +1,7 @@
 """A hypothesis state machine drives a Heap with alloc / alloc_many / free / free_many /
-grow / scavenge / mcache release / rewrite steps, against a plain reference model (the
-live objects and the pattern each one holds), once per backend.
+grow / scavenge / mcache release / rewrite / collect steps, against a plain reference
+model (the live objects, each rooted, and the pattern each one holds), once per backend,
+with the pacer on (so collections also start on their own).
 
 After every step it checks:
 
@@ -47,7 +48,8 @@ class HeapMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.sm = new_sysmem(self.backend)
-        self.heap = Heap(self.sm, arena_bytes=8 << 20)
+        # The pacer runs (GOGC=100): cycles start on their own as the heap grows.
+        self.heap = Heap(self.sm, arena_bytes=8 << 20, gogc=100)
         # addr -> (usable size, pointer word indices, pattern seed)
         self.model: dict[int, tuple[int, tuple[int, ...], int]] = {}
         self.serial = 0
@@ -87,6 +89,8 @@ class HeapMachine(RuleBasedStateMachine):
         self.serial += 1
         self.model[addr] = (info.size, info.pointer_words, self.serial << 32)
         self._fill(addr)
+        # Rooted, so a collection (the pacer's, or a `collect` step) must keep it.
+        self.heap.add_root(addr)
 
     # -- steps ------------------------------------------------------------------------------------
     @initialize()
@@ -141,6 +145,7 @@ class HeapMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def free(self, data) -> None:
         addr = data.draw(st.sampled_from(sorted(self.model)))
+        self.heap.remove_root(addr)
         self.heap.free(addr)
         del self.model[addr]
 
@@ -149,9 +154,19 @@ class HeapMachine(RuleBasedStateMachine):
     def free_many(self, data) -> None:
         live = sorted(self.model)
         chosen = data.draw(st.lists(st.sampled_from(live), unique=True, max_size=30))
+        for a in chosen:
+            self.heap.remove_root(a)
         self.heap.free_many(np.array(chosen, dtype=np.uint64))
         for a in chosen:
             del self.model[a]
+
+    @rule()
+    def collect(self) -> None:
+        # Every model object is rooted (and points at itself): a cycle frees nothing
+        # of them, only what the model no longer has (nothing: frees are explicit).
+        before = self.heap.stats()["HeapObjects"]
+        st = self.heap.gc()
+        assert st.freed_objects == 0 and self.heap.stats()["HeapObjects"] == before == len(self.model)
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())
