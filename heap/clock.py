@@ -22,7 +22,11 @@ import threading
 import time
 from abc import ABC, abstractmethod
 
-__all__ = ["Clock", "VirtualClock", "RealClock"]
+__all__ = ["Clock", "VirtualClock", "RealClock", "read_clock", "MAX_NS"]
+
+
+#: Times are int64 nanoseconds, as Go's nanotime: about 292 years.
+MAX_NS = (1 << 63) - 1
 
 
 class Clock(ABC):
@@ -30,7 +34,19 @@ class Clock(ABC):
 
     @abstractmethod
     def now(self) -> int:
-        """The current time in nanoseconds; never smaller than an earlier reading."""
+        """The current time in nanoseconds, 0 <= now <= MAX_NS; never smaller than an
+        earlier reading."""
+
+
+def read_clock(clock: Clock) -> int:
+    """``clock.now()``, checked: what the heap stamps must be an int64 nanosecond count
+    (a bad reading raises here, before anything is changed)."""
+    t = clock.now()
+    if t.__class__ is not int:
+        t = _nonnegative_ns(t, f"{type(clock).__name__}.now()")
+    if not 0 <= t <= MAX_NS:
+        raise ValueError(f"{type(clock).__name__}.now() returned {t}, outside [0, 2**63) nanoseconds")
+    return t
 
 
 class VirtualClock(Clock):
@@ -48,6 +64,8 @@ class VirtualClock(Clock):
         time. Raises ValueError for a negative step: time never goes back."""
         step = _nonnegative_ns(ns, "ns")
         with self._lock:
+            if self._now + step > MAX_NS:
+                raise ValueError(f"advance({step}): the clock would pass 2**63 - 1 ns (int64, as Go's nanotime)")
             self._now += step
             return self._now
 
@@ -82,6 +100,6 @@ def _nonnegative_ns(value: object, name: str) -> int:
         ns = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer number of nanoseconds, not {type(value).__name__}") from None
-    if ns < 0:
-        raise ValueError(f"{name} must be >= 0 nanoseconds, got {ns}")
+    if not 0 <= ns <= MAX_NS:
+        raise ValueError(f"{name} must be in [0, 2**63) nanoseconds, got {ns}")
     return ns

@@ -599,9 +599,14 @@ class Heap:
     def _free_large(self, span) -> None:
         span.alloc_bits[0] = False
         span.alloc_count = 0
+        try:
+            self.centrals[span.spanclass].release(span)
+        except BaseException:  # the mheap refused: the object stays allocated
+            span.alloc_bits[0] = True
+            span.alloc_count = 1
+            raise
         self._nfree[0] += 1
         self._free_bytes += span.npages << PAGE_SHIFT
-        self.centrals[span.spanclass].release(span)
 
     def _bad_free(self, a: int) -> InvalidFreeError:
         dead = self._dead_span_of(a)

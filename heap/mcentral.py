@@ -114,18 +114,18 @@ class MCentral:
             return
         base = span.base
         if span.alloc_count == 0:
-            self.partial.pop(base, None)
-            self.full.pop(base, None)
             self.release(span)
         elif base in self.full:
             del self.full[base]
             self.partial[base] = span
 
     def release(self, span: MSpan) -> None:
-        """Give an empty span back to the mheap (what Go's sweeper does on finding one)."""
+        """Give an empty span back to the mheap (what Go's sweeper does on finding one).
+        If the mheap refuses (its clock gave a bad reading), the span stays listed here,
+        empty, to be given back later."""
+        self.mheap.free_span(span)
         self.partial.pop(span.base, None)
         self.full.pop(span.base, None)
-        self.mheap.free_span(span)
         self.spans_released += 1
 
     # -- inspection ---------------------------------------------------------------------------

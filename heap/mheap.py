@@ -66,7 +66,7 @@ from sysmem.errors import (
 )
 
 from .arena import Arenas, HeapArena
-from .clock import Clock, VirtualClock
+from .clock import Clock, VirtualClock, read_clock
 from .constants import (
     ARENA_BASE_OFFSET,
     HEAP_ARENA_BYTES,
@@ -198,6 +198,9 @@ class MHeap:
         self.sm = sm
         #: where page free times (:meth:`freed_at`) come from
         self.clock: Clock = VirtualClock() if clock is None else clock
+        self._last_time = 0
+        #: what went wrong reading the clock at a span free (reported by problems())
+        self.clock_problem: str | None = None
         self.greentea = greentea
         self.lock = threading.RLock()  # Go's heap lock; reentrant so hooks may call back
         self.heap_in_use = sm.stat("heap_in_use")
@@ -275,14 +278,17 @@ class MHeap:
     def _grow(self, npages: int) -> int | None:
         added: list[tuple[int, int]] = []
         try:
-            return self._grow_into(npages, added)
+            # The clock first: a bad reading must fail before anything changes.
+            t = read_clock(self.clock)
+            self._last_time = max(t, self._last_time)
+            return self._grow_into(npages, added, t)
         finally:
             # Hooks run once the heap is consistent again (they may allocate or scavenge).
             for v, n in added:
                 for hook in self.on_grow:
                     hook(v, n)
 
-    def _grow_into(self, npages: int, added: list[tuple[int, int]]) -> int | None:
+    def _grow_into(self, npages: int, added: list[tuple[int, int]], t: int) -> int | None:
         if npages < 1:
             raise ValueError(f"grow: npages must be >= 1, got {npages}")
         phys = self.phys_page_size
@@ -309,7 +315,7 @@ class MHeap:
                 left = self.cur_arena_end - self.cur_arena_base
                 if left:
                     try:
-                        self._add_to_heap(self.cur_arena_base, left)
+                        self._add_to_heap(self.cur_arena_base, left, t)
                     except MemoryError:
                         self.arenas.undo_sys_alloc(av)
                         return None
@@ -326,7 +332,7 @@ class MHeap:
 
         v = self.cur_arena_base
         try:
-            self._add_to_heap(v, n_base - v)
+            self._add_to_heap(v, n_base - v, t)
         except MemoryError:
             if got is not None:
                 # Give back the arena reserved for this growth. (If the rest of the
@@ -354,13 +360,13 @@ class MHeap:
                 self.padding_pages += npad
         return total
 
-    def _add_to_heap(self, v: int, n: int) -> None:
+    def _add_to_heap(self, v: int, n: int, t: int) -> None:
         # Reserved -> Prepared; the new memory is counted as released (it was never
         # touched) and joins the page allocator as free, scavenged pages.
         self.sm.sys_map(v, n, self.heap_released, "heap")
         self.mapped_bytes += n
         self.pages.grow(v, n)
-        self._stamp_freed(v, n >> PAGE_SHIFT, self.clock.now())
+        self._stamp_freed(v, n >> PAGE_SHIFT, t)
 
     # --- spans ------------------------------------------------------------------------
     def alloc_span(self, npages: int, spanclass: int) -> MSpan | None:
@@ -650,6 +656,18 @@ class MHeap:
             done += n
 
     # --- page free times --------------------------------------------------------------
+    def _free_time(self) -> int:
+        # The time a span is freed at. Frees happen deep inside sweeps and frees that
+        # cannot be undone, so a bad reading of a user's Clock does not raise here: the
+        # last good time is used and check() reports the problem.
+        try:
+            t = read_clock(self.clock)
+        except Exception as e:  # noqa: BLE001 - reported by problems()
+            self.clock_problem = f"the clock gave a bad reading at a span free ({e}); the last good time was used"
+            return self._last_time
+        self._last_time = max(t, self._last_time)
+        return self._last_time
+
     def _stamp_freed(self, base: int, npages: int, t: int) -> None:
         for ha, i, n, _ in self._arena_pieces(base, npages):
             ha.freed_at[i : i + n] = t
@@ -699,9 +717,10 @@ class MHeap:
                 raise InvalidSpanFreeError(
                     "mheap.freeSpanLocked - invalid free", f"span {span.base:#x} allocCount {span.alloc_count}"
                 )
+            t = self._free_time()
             self._pages_not_in_use(span.base, span.npages)
             self.pages.free(span.base, span.npages)
-            self._stamp_freed(span.base, span.npages, self.clock.now())
+            self._stamp_freed(span.base, span.npages, t)
             self._retire(span)
             for hook in self.on_span_free:
                 hook(span)
@@ -807,16 +826,22 @@ class MHeap:
         mapped_pages = sum(int(np.count_nonzero(ha.spans)) for ha in self.arenas)
         if mapped_pages != span_pages:
             out.append(f"span maps cover {mapped_pages} pages, in-use spans hold {span_pages}")
+        if self.clock_problem:
+            out.append(self.clock_problem)
         # Free times: every mapped page no span holds, but for the padding, has one,
         # and none is in the future.
         stamped = sum(int(np.count_nonzero((ha.spans == 0) & (ha.freed_at >= 0))) for ha in self.arenas)
         free_pages = (self.mapped_bytes >> PAGE_SHIFT) - span_pages - self.padding_pages
         if stamped != free_pages:
             out.append(f"{stamped} pages have a free time, {free_pages} pages are free")
-        now = self.clock.now()
-        late = [ha for ha in self.arenas if len(ha.freed_at) and int(ha.freed_at.max()) > now]
-        if late:
-            out.append(f"{late[0]!r} has pages freed after the clock's now ({now} ns)")
+        try:
+            now = read_clock(self.clock)
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            out.append(f"the clock gives a bad reading: {e}")
+        else:
+            late = [ha for ha in self.arenas if len(ha.freed_at) and int(ha.freed_at.max()) > now]
+            if late:
+                out.append(f"{late[0]!r} has pages freed after the clock's now ({now} ns)")
         for s in spans:
             if s.state != SPAN_IN_USE or (s.sm is None and not s.has_view):
                 out.append(f"{s!r}: listed as in use but state {s.state!r}, or no memory to view")

@@ -64,6 +64,8 @@ class Backend(ABC):
         #: the GODEBUG settings this backend reads: fixed at construction, since every
         #: SysMem on the backend shares this one object and may have frozen parts of it
         self.debug = debug
+        #: SysMems using this backend and not closed yet (see :meth:`SysMem.close`)
+        self.users = 0
 
     def __setattr__(self, name: str, value: object) -> None:
         # A plain attribute, read on every system call; only rebinding it is refused.

@@ -212,6 +212,8 @@ class SysMem:
                 defaults["madvdontneed"] = 0  # Go's default everywhere but Linux
             self.debug = DebugSettings.from_godebug(godebug, **defaults)
         self.backend = _make_backend(backend, self.debug, backend_options)
+        self.backend.users += 1
+        self._closed = False
         self.page_size = self.backend.phys_page_size
         self._mask = self.page_size - 1
         self._lock = _OpLock()
@@ -780,8 +782,18 @@ class SysMem:
             raise AccountingMismatchError("; ".join(problems[:20]))
 
     def close(self) -> None:
-        """Release the backend's own resources (simulated storage); regions stay as they are."""
-        self.backend.close()
+        """Stop using the backend: the last SysMem on it to close releases the backend's
+        own resources (simulated storage, whose contents then read as zero; views made
+        before keep the old bytes, no longer shared with new views); regions stay as
+        they are. Idempotent; while another SysMem shares the backend, nothing of its
+        memory changes."""
+        if self._closed:
+            return
+        self._closed = True
+        backend = self.backend
+        backend.users -= 1
+        if backend.users == 0:
+            backend.close()
 
     def __repr__(self) -> str:
         return (

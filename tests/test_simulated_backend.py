@@ -1267,6 +1267,44 @@ def _child_scribbles(b: SimulatedBackend, view: memoryview, base: int) -> None:
     sys.exit(0 if ok else 1)
 
 
+def test_closing_one_sysmem_leaves_a_shared_backend_alone():
+    b = SimulatedBackend(DebugSettings(madvdontneed=0))
+    sm1, sm2 = SysMem(b), SysMem(b)
+    st = sm2.stat("other")
+    p = sm2.sys_alloc(64 << 10, st)
+    v = sm2.view(p, 16)
+    v[:] = 9
+    sm1.close()
+    sm1.close()  # once per SysMem
+    assert bytes(sm2.view(p, 16)) == bytes([9]) * 16 and b.resident_bytes() == P
+    del v
+    sm2.sys_free(p, 64 << 10, st)
+    sm2.close()  # the last user: now the storage goes
+    assert b.resident_bytes() == 0
+
+
+@needs_memfd
+def test_views_older_than_a_close_stay_out_of_a_forked_childs_reach():
+    import multiprocessing
+
+    sm = SysMem("simulated", personality="linux")
+    p = sm.sys_alloc(64 << 10, sm.stat("other"))
+    old = sm.view(p, 16)
+    old[:] = 7
+    sm.close()  # contents dropped: old views keep their (stale) memory, new ones read 0
+    assert bytes(sm.view(p, 16)) == bytes(16) and bytes(old) == bytes([7]) * 16
+    proc = multiprocessing.get_context("fork").Process(target=_child_writes, args=(old,))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert bytes(old) == bytes([7]) * 16  # the child's write stayed in the child
+
+
+def _child_writes(view: np.ndarray) -> None:
+    view[:] = 5
+    sys.exit(0 if (view == 5).all() else 1)
+
+
 # -- placement ----------------------------------------------------------------------------------
 def placement_sequence(personality: str, seed: int, address_bits: int, steps: int = 60) -> list:
     """Addresses the simulated OS picks for a fixed mix of hinted and unhinted reserves,

@@ -37,7 +37,9 @@ _HOLE_MIN = 16 * _HOST_PAGE
 _RW = mmap.PROT_READ | mmap.PROT_WRITE
 
 try:  # raw mmap(MAP_FIXED), to give a forked child its own copy of the contents
+    from .._libc import MAP_ANONYMOUS as _MAP_ANONYMOUS
     from .._libc import MAP_FIXED as _MAP_FIXED
+    from .._libc import MAP_PRIVATE as _MAP_PRIVATE
     from .._libc import libc as _libc
 except (ImportError, OSError):  # pragma: no cover - hosts without cffi's libc
     _libc = None
@@ -152,6 +154,9 @@ class _Storage:
         # Every live mapping of the file: address -> (weak reference, length, offset),
         # so a forked child can put its own copy under each one.
         self._mappings: dict[int, tuple[weakref.ref, int, int]] = {}
+        # Mappings of files closed since (stale views still use them): a forked child
+        # must not share them with the parent either.
+        self._retired: dict[int, tuple[weakref.ref, int, int]] = {}
         # Set in a forked child that could not get its own copy of the file: the memory
         # is the parent's, so the child must neither touch nor zero it.
         self.shared_with_parent: str | None = None
@@ -244,6 +249,8 @@ class _Storage:
         """Drop every segment and close the host file; live views keep their memory.
         The storage starts afresh if touched again."""
         self.segments.clear()
+        live = {**self._retired, **self._mappings}
+        self._retired = {a: m for a, m in live.items() if m[0]() is not None}
         self._mappings.clear()
         self.shared_with_parent = None
         if self.file is not None:
@@ -256,10 +263,19 @@ class _Storage:
         child's writes and zeroing stay out of the parent's memory (and the parent's out
         of the child's), as a fork's copy-on-write memory would."""
         old = self.file
-        if old is None:
+        if old is None and not self._retired:
             return
         if _libc is None:
             raise OSError("no libc mmap to give the child its own copy")
+        # Stale views of dropped contents: the child gets private zero pages under them.
+        private = _MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_FIXED
+        for addr, (ref, length, _offset) in list(self._retired.items()):
+            if ref() is None:
+                del self._retired[addr]
+            elif _libc.mmap(addr, length, _RW, private, -1, 0) != addr:
+                raise OSError(f"cannot remap a closed storage mapping at 0x{addr:x}")
+        if old is None:
+            return
         new = _HostFile(old.size)
         pos = 0
         while True:
